@@ -1,0 +1,204 @@
+"""Typed configuration: one dataclass per component, shared by CLI flags, YAML files and ROS parameters.
+
+Each field carries its documentation and limits in ``metadata`` (``help``, ``choices``, ``range``,
+``read_only``), so argparse options, YAML validation and ROS parameter descriptors are all made from
+the same source and cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or out of range."""
+
+
+def opt(default: Any, help: str, *, choices: tuple | None = None, range: tuple | None = None,
+        read_only: bool = False):
+    """A dataclass field with its documentation and limits attached."""
+    md = {"help": help, "choices": choices, "range": range, "read_only": read_only}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=md)
+    return field(default=default, metadata=md)
+
+
+# --------------------------------------------------------------------------------------------
+# Components
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class ModelConfig:
+    """Architecture of the coarse -> fine cascade. Stored inside every checkpoint."""
+
+    height: int = opt(192, "network input height in pixels (multiple of 32)", range=(32, 2048))
+    width: int = opt(640, "network input width in pixels (multiple of 32); 640x192 keeps KITTI's "
+                     "3.3:1 aspect ratio", range=(32, 4096))
+    decoder_channels: int = opt(32, "channels of each coarse-decoder stage", range=(8, 512))
+    fine_channels: int = opt(16, "channels of the fine (refinement) network", range=(4, 256))
+    fine_layers: int = opt(4, "convolution layers of the fine network", range=(2, 12))
+    min_depth: float = opt(1.0, "smallest depth the network can output, metres", range=(0.01, 10.0))
+    max_depth: float = opt(100.0, "largest depth the network can output, metres",
+                           range=(10.0, 1000.0))
+
+    def validate(self) -> "ModelConfig":
+        if self.height % 32 or self.width % 32:
+            raise ConfigError(f"model input {self.width}x{self.height}: width and height must be "
+                              "multiples of 32")
+        if self.min_depth >= self.max_depth:
+            raise ConfigError("min_depth must be smaller than max_depth")
+        return self
+
+
+@dataclass
+class EvalConfig:
+    """How depth is scored (Eigen et al. 2014 protocol)."""
+
+    min_depth: float = opt(1e-3, "ground truth below this (metres) is ignored", range=(0.0, 10.0))
+    max_depth: float = opt(80.0, "ground truth above this (metres) is ignored; predictions are "
+                           "clamped to [min_depth, max_depth]", range=(1.0, 1000.0))
+    garg_crop: bool = opt(True, "score only the Garg et al. 2016 crop of the image")
+
+
+# --------------------------------------------------------------------------------------------
+# Generic helpers
+# --------------------------------------------------------------------------------------------
+
+def _field_types(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(name: str, value: Any, typ: Any) -> Any:
+    """Convert ``value`` to the field's type or raise ConfigError naming the field."""
+    origin = typing.get_origin(typ)
+    if origin is typing.Union:  # Optional[X]
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        if value is None:
+            return None
+        typ = args[0]
+        origin = typing.get_origin(typ)
+    try:
+        if typ is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+                return True
+            if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if typ is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if typ is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if typ is str:
+            return str(value)
+        if origin in (list, tuple):
+            (inner,) = typing.get_args(typ)[:1]
+            if isinstance(value, str):
+                value = [v for v in value.split(",") if v]
+            return [_coerce(name, v, inner) for v in value]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: {value!r} is not a valid {getattr(typ, '__name__', typ)}")
+    return value
+
+
+def check_value(cls, name: str, value: Any) -> Any:
+    """Coerce and range-check one field; returns the clean value or raises ConfigError."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if name not in fields:
+        raise ConfigError(f"unknown option '{name}' for {cls.__name__} "
+                          f"(known: {', '.join(sorted(fields))})")
+    f = fields[name]
+    value = _coerce(name, value, _field_types(cls)[name])
+    md = f.metadata
+    if md.get("choices") and value not in md["choices"]:
+        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(map(str, md['choices']))}")
+    rng = md.get("range")
+    if rng and value is not None and not (rng[0] <= value <= rng[1]):
+        raise ConfigError(f"{name}: {value} is outside [{rng[0]}, {rng[1]}]")
+    return value
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any] | None) -> T:
+    """Build ``cls`` from a mapping, rejecting unknown keys and bad values with a clear message."""
+    data = dict(data or {})
+    clean = {k: check_value(cls, k, v) for k, v in data.items()}
+    obj = cls(**clean)
+    if hasattr(obj, "validate"):
+        obj.validate()
+    return obj
+
+
+def to_dict(obj) -> dict[str, Any]:
+    return dataclasses.asdict(obj)
+
+
+def load_yaml(path: str | Path, cls: type[T], section: str | None = None) -> T:
+    """Load ``cls`` from a YAML file; ``section`` picks a top-level key.
+
+    ROS 2 parameter files (``node: {ros__parameters: {...}}``) are understood too.
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}")
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}".splitlines()[0])
+    if section is not None:
+        raw = raw.get(section, {}) or {}
+    if isinstance(raw, dict) and "ros__parameters" in raw:
+        raw = raw["ros__parameters"]
+    if isinstance(raw, dict) and len(raw) == 1:
+        (only,) = raw.values()
+        if isinstance(only, dict) and "ros__parameters" in only:
+            raw = only["ros__parameters"]
+    return from_dict(cls, raw)
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls, *, prefix: str = "",
+                  skip: tuple[str, ...] = ()) -> None:
+    """Add one ``--flag`` per dataclass field (defaults come from the dataclass)."""
+    types = _field_types(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flag = "--" + prefix + f.name.replace("_", "-")
+        help_ = f.metadata.get("help", "")
+        typ = types[f.name]
+        if typ is bool:
+            parser.add_argument(flag, dest=prefix + f.name, action=argparse.BooleanOptionalAction,
+                                default=None, help=help_)
+        else:
+            parser.add_argument(flag, dest=prefix + f.name, default=None,
+                                choices=f.metadata.get("choices"), help=help_,
+                                type=str if typing.get_origin(typ) in (list, tuple) else None)
+
+
+def from_args(cls: type[T], args: argparse.Namespace, base: T | None = None, *,
+              prefix: str = "") -> T:
+    """Overlay the flags the user actually gave on ``base`` (or the dataclass defaults)."""
+    data = to_dict(base) if base is not None else {}
+    for f in dataclasses.fields(cls):
+        v = getattr(args, prefix + f.name, None)
+        if v is not None:
+            data[f.name] = v
+    return from_dict(cls, data)
+
+
+def describe(obj) -> str:
+    return json.dumps(to_dict(obj), indent=2, sort_keys=True)

@@ -1,0 +1,194 @@
+"""The coarse -> fine depth cascade of Eigen, Puhrsch & Fergus (2014), with a modern encoder.
+
+* ``CoarseNet`` predicts global layout: an EfficientNet-Lite0 encoder (ImageNet weights at training
+  time), a global-context branch so that every output pixel sees the whole image, and a small U-Net
+  decoder. It outputs log depth at 1/4 of the input resolution, like Eigen's coarse scale.
+* ``FineNet`` refines locally at full input resolution with no spatial downsampling: a first layer
+  on RGB, then the coarse log depth is concatenated as an extra feature map (as in Eigen's paper),
+  then a few 3x3 convolutions that predict a residual to the coarse log depth.
+
+Both take an RGB image in [0, 1]; ImageNet normalisation happens inside the graph so that every
+backend (PyTorch, ONNX Runtime, TensorRT) shares one preprocessing.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# EfficientNet-Lite0 stages: (repeats, kernel, stride, expand, in, out). No squeeze-excite, ReLU6.
+_LITE0_STAGES = (
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+)
+# Index of the last block of the 1/4, 1/8, 1/16 and 1/32 resolution stages, and their channels.
+_SKIP_BLOCKS = (2, 4, 10, 15)
+_SKIP_CHANNELS = (24, 40, 112, 320)
+_BN_EPS = 1e-3
+_BN_MOMENTUM = 0.01
+
+
+class _MBConv(nn.Module):
+    """Mobile inverted bottleneck block; attribute names match the ImageNet state dict."""
+
+    def __init__(self, kernel: int, stride: int, expand: int, cin: int, cout: int):
+        super().__init__()
+        mid = cin * expand
+        self.expand = expand != 1
+        if self.expand:
+            self._expand_conv = nn.Conv2d(cin, mid, 1, bias=False)
+            self._bn0 = nn.BatchNorm2d(mid, eps=_BN_EPS, momentum=_BN_MOMENTUM)
+        self._depthwise_conv = nn.Conv2d(mid, mid, kernel, stride, kernel // 2, groups=mid,
+                                         bias=False)
+        self._bn1 = nn.BatchNorm2d(mid, eps=_BN_EPS, momentum=_BN_MOMENTUM)
+        self._project_conv = nn.Conv2d(mid, cout, 1, bias=False)
+        self._bn2 = nn.BatchNorm2d(cout, eps=_BN_EPS, momentum=_BN_MOMENTUM)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        if self.expand:
+            y = F.relu6(self._bn0(self._expand_conv(y)))
+        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        return y + x if self.residual else y
+
+
+class Lite0Encoder(nn.Module):
+    """EfficientNet-Lite0 feature extractor returning the 1/4, 1/8, 1/16 and 1/32 features."""
+
+    def __init__(self):
+        super().__init__()
+        self._conv_stem = nn.Conv2d(3, 32, 3, 2, 1, bias=False)
+        self._bn0 = nn.BatchNorm2d(32, eps=_BN_EPS, momentum=_BN_MOMENTUM)
+        blocks = []
+        for repeats, k, s, e, cin, cout in _LITE0_STAGES:
+            for i in range(repeats):
+                blocks.append(_MBConv(k, s if i == 0 else 1, e, cin if i == 0 else cout, cout))
+        self._blocks = nn.ModuleList(blocks)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = F.relu6(self._bn0(self._conv_stem(x)))
+        feats = []
+        for i, block in enumerate(self._blocks):
+            x = block(x)
+            if i in _SKIP_BLOCKS:
+                feats.append(x)
+        return feats
+
+    def load_imagenet(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Load the EfficientNet-Lite0 ImageNet state dict (classifier head keys are ignored)."""
+        own = self.state_dict()
+        wanted = {k: v for k, v in state_dict.items() if k in own}
+        missing = sorted(set(own) - set(wanted))
+        if missing:
+            raise ValueError(f"ImageNet weights lack {len(missing)} encoder keys, e.g. {missing[0]}")
+        self.load_state_dict(wanted, strict=True)
+
+
+def _conv_relu(cin: int, cout: int, k: int = 3) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2), nn.ReLU(inplace=True))
+
+
+class _Normalize(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class CoarseNet(nn.Module):
+    """Global-layout network: image in [0,1] (Bx3xHxW) -> log depth at 1/4 resolution."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        c = cfg.decoder_channels
+        self.log_min = math.log(cfg.min_depth)
+        self.log_max = math.log(cfg.max_depth)
+        self.normalize = _Normalize()
+        self.encoder = Lite0Encoder()
+        # Global context: the image-wide mean feature is added back everywhere, so the receptive
+        # field of every output pixel is the whole image (Eigen's fully connected layers did this).
+        self.context = nn.Sequential(nn.Conv2d(_SKIP_CHANNELS[-1], c, 1), nn.ReLU(inplace=True))
+        self.reduce = _conv_relu(_SKIP_CHANNELS[-1], c, 1)
+        self.up = nn.ModuleList(_conv_relu(c + skip, c) for skip in _SKIP_CHANNELS[-2::-1])
+        self.head = nn.Conv2d(c, 1, 3, padding=1)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        feats = self.encoder(self.normalize(image))
+        x = feats[-1]
+        ctx = self.context(x.mean(dim=(2, 3), keepdim=True))
+        x = self.reduce(x) + ctx
+        for conv, skip in zip(self.up, feats[-2::-1]):
+            x = F.interpolate(x, size=skip.shape[-2:], mode="nearest")
+            x = conv(torch.cat([x, skip], dim=1))
+        return self.log_min + torch.sigmoid(self.head(x)) * (self.log_max - self.log_min)
+
+
+class FineNet(nn.Module):
+    """Local refinement at full resolution: (image, coarse log depth) -> refined log depth."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        c = cfg.fine_channels
+        self.log_min = math.log(cfg.min_depth)
+        self.log_max = math.log(cfg.max_depth)
+        self.log_mid = 0.5 * (self.log_min + self.log_max)
+        self.normalize = _Normalize()
+        self.rgb = _conv_relu(3, c - 1, 5)
+        self.body = nn.Sequential(*[_conv_relu(c, c) for _ in range(cfg.fine_layers - 2)])
+        self.out = nn.Conv2d(c, 1, 3, padding=1)
+        nn.init.zeros_(self.out.weight)  # starts as the identity: fine == coarse before training
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, image: torch.Tensor, coarse_log_up: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([self.rgb(self.normalize(image)), coarse_log_up - self.log_mid], dim=1)
+        residual = self.out(self.body(x))
+        return torch.clamp(coarse_log_up + residual, self.log_min, self.log_max)
+
+
+class DepthCascade(nn.Module):
+    """Coarse then fine. ``forward`` returns (fine, coarse) depth in metres at input resolution."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg.validate()
+        self.coarse = CoarseNet(cfg)
+        self.fine = FineNet(cfg)
+
+    def forward_log(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(fine log depth, coarse log depth), both Bx1xHxW at the input resolution."""
+        coarse = self.coarse(image)
+        coarse_up = F.interpolate(coarse, size=image.shape[-2:], mode="bilinear",
+                                  align_corners=False)
+        return self.fine(image, coarse_up), coarse_up
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        fine_log, coarse_log = self.forward_log(image)
+        return torch.exp(fine_log), torch.exp(coarse_log)
+
+
+def count_flops(model: nn.Module, height: int, width: int) -> float:
+    """FLOPs of one forward pass (2 per multiply-add), via torch.utils.flop_counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, 3, height, width)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.eval()(x)
+    return float(counter.get_total_flops())
