@@ -202,3 +202,14 @@ def from_args(cls: type[T], args: argparse.Namespace, base: T | None = None, *,
 
 def describe(obj) -> str:
     return json.dumps(to_dict(obj), indent=2, sort_keys=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Runtime components. Each section belongs to one component; add new dataclasses inside it.
+# --------------------------------------------------------------------------------------------
+
+# === backends, export and metric scale (issue 4) ===
+
+# === depth node (issue 5) ===
+
+# === bags, evaluation node, bring-up (issue 6) ===
