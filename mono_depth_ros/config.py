@@ -210,6 +210,65 @@ def describe(obj) -> str:
 
 # === backends, export and metric scale (issue 4) ===
 
+BACKEND_CHOICES = ("auto", "tensorrt", "onnxruntime", "torch")
+PRECISION_CHOICES = ("fp32", "fp16", "int8")
+
+
+@dataclass
+class BackendConfig:
+    """Which inference engine runs the network, and where its model files live."""
+
+    backend: str = opt("auto", "inference backend; auto picks tensorrt > onnxruntime-cuda > "
+                       "torch-cuda > onnxruntime-cpu > torch-cpu, whichever can run here",
+                       choices=BACKEND_CHOICES)
+    checkpoint: str = opt("", "PyTorch checkpoint (.pt); empty = the shipped default model")
+    onnx: str = opt("", "ONNX model for onnxruntime / tensorrt; empty = model.onnx next to the "
+                    "default model")
+    engine_cache_dir: str = opt("", "folder of cached TensorRT engines (the only place engines "
+                                "are loaded from); empty = ~/.cache/mono_depth_ros/engines")
+    precision: str = opt("fp16", "TensorRT precision (onnxruntime and torch always run fp32)",
+                         choices=PRECISION_CHOICES)
+    allow_engine_build: bool = opt(True, "build a TensorRT engine when the cache has none for "
+                                   "this model/GPU/TensorRT version; false = fail instead")
+    device: str = opt("auto", "auto, cpu or cuda[:N]; auto uses CUDA when the backend can")
+    threads: int = opt(0, "CPU intra-op threads for torch / onnxruntime; 0 = library default",
+                       range=(0, 256))
+
+    def validate(self) -> "BackendConfig":
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"device: {self.device!r} is not auto, cpu, cuda or cuda:N")
+        return self
+
+
+@dataclass
+class ScaleConfig:
+    """Metric scale without ground truth: fit the road plane and divide in the camera height."""
+
+    mode: str = opt("none", "none = use the network's depth as is; ground_plane = rescale so the "
+                    "fitted road plane lies camera_height below the camera",
+                    choices=("none", "ground_plane"))
+    camera_height: float = opt(1.65, "camera height above the road, metres (KITTI: 1.65)",
+                               range=(0.1, 10.0))
+    smoothing: float = opt(0.1, "EMA weight of a new frame's scale (1 = no smoothing)",
+                           range=(0.001, 1.0))
+    region_top: float = opt(0.6, "fit region: top edge as a fraction of image height",
+                            range=(0.0, 0.99))
+    region_left: float = opt(0.25, "fit region: left edge as a fraction of image width",
+                             range=(0.0, 0.49))
+    region_right: float = opt(0.75, "fit region: right edge as a fraction of image width",
+                              range=(0.51, 1.0))
+    max_depth: float = opt(30.0, "ignore back-projected points farther than this (network "
+                           "metres) when fitting", range=(1.0, 1000.0))
+    ransac_iters: int = opt(100, "RANSAC iterations of the plane fit", range=(1, 10000))
+    inlier_threshold: float = opt(0.05, "RANSAC inlier distance as a fraction of the median "
+                                  "point depth", range=(0.001, 1.0))
+    min_inlier_ratio: float = opt(0.3, "reject a frame whose plane has fewer inliers than this",
+                                  range=(0.0, 1.0))
+    max_tilt_deg: float = opt(25.0, "reject planes whose normal is further than this from the "
+                              "camera's down axis", range=(1.0, 90.0))
+    max_jump: float = opt(0.3, "reject a frame whose scale differs from the running one by more "
+                          "than this fraction (after the first frames)", range=(0.01, 10.0))
+
 # === depth node (issue 5) ===
 
 # === bags, evaluation node, bring-up (issue 6) ===
