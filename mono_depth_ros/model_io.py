@@ -102,8 +102,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"{path}: not a readable checkpoint ({first[:160]})") from None
+        why = ("it holds objects that are not plain tensors/values, refused for safety"
+               if "weights_only" in str(exc) and "Unsupported global" in str(exc)
+               else f"corrupt, truncated or not a PyTorch file: {type(exc).__name__}")
+        raise ModelLoadError(f"{path}: not a readable checkpoint ({why})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ModelLoadError(f"{path}: not a mono_depth_ros checkpoint")
     if ckpt.get("format_version", 0) > CHECKPOINT_VERSION:

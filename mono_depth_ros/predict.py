@@ -1,0 +1,123 @@
+"""Depth for image files: ``python -m mono_depth_ros.predict --images PATH... --out DIR``.
+
+Each input image gives one output with the same stem in DIR, at the input's full resolution:
+``npy`` (float32 metres), ``png16`` (uint16 metres x 256, the KITTI convention) or ``color``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff"}
+
+
+class PredictError(RuntimeError):
+    """Something the user must fix (bad path, unreadable image, bad model)."""
+
+
+def collect_images(paths: list[str]) -> list[Path]:
+    """Files as given, directories expanded to their images (sorted); nothing found is an error."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES))
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise PredictError(f"no such image file or directory: {p}")
+    if not out:
+        raise PredictError(f"no images found in {' '.join(paths)}")
+    stems = [p.stem for p in out]
+    dup = {s for s in stems if stems.count(s) > 1}
+    if dup:
+        raise PredictError(f"two inputs share the stem {sorted(dup)[0]!r}; outputs would collide")
+    return out
+
+
+def make_backend(name: str, model: str | None, threads: int = 0):
+    """The inference backend chosen by ``--backend`` (factory when present, else torch)."""
+    try:
+        from .backends.factory import create_backend
+        from .config import BackendConfig, from_dict
+    except ImportError:
+        if name not in ("auto", "torch"):
+            raise PredictError(f"backend {name!r} is not available in this build") from None
+        from .backends.torch_backend import TorchBackend
+
+        return TorchBackend(model, threads=threads)
+    cfg = from_dict(BackendConfig, {"backend": name, "checkpoint": model or "",
+                                    "threads": threads})
+    return create_backend(cfg)
+
+
+def write_output(path: Path, depth: np.ndarray, fmt: str, color_range=(1.0, 80.0)) -> Path:
+    from .colorize import colorize, write_rgb
+    from .kitti import write_depth_png
+    from .model_io import atomic_write_bytes
+
+    if fmt == "npy":
+        import io
+
+        out = path.with_suffix(".npy")
+        buf = io.BytesIO()
+        np.save(buf, depth.astype(np.float32))
+        atomic_write_bytes(out, buf.getvalue())
+    elif fmt == "png16":
+        out = path.with_suffix(".png")
+        write_depth_png(out, depth)
+    else:
+        out = path.with_suffix(".png")
+        write_rgb(out, colorize(depth, *color_range))
+    return out
+
+
+def run(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mono_depth_predict", description=__doc__.split("\n")[0])
+    parser.add_argument("--images", nargs="+", required=True, help="image files or directories")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
+    parser.add_argument("--stage", choices=("fine", "coarse"), default="fine")
+    parser.add_argument("--format", choices=("npy", "png16", "color"), default="npy")
+    parser.add_argument("--backend", choices=("auto", "tensorrt", "onnxruntime", "torch"),
+                        default="auto")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = library default)")
+    args = parser.parse_args(argv)
+
+    from tqdm import tqdm
+
+    from .kitti import KittiFormatError, read_rgb
+    from .model_io import ModelLoadError
+
+    try:
+        images = collect_images(args.images)
+        backend = make_backend(args.backend, args.model, args.threads)
+        out_dir = Path(args.out)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for path in tqdm(images, desc=f"predict ({backend.describe()})", unit="img",
+                         disable=len(images) < 2):
+            rgb = read_rgb(path)
+            result = backend.infer(rgb)
+            depth = result.fine if args.stage == "fine" else result.coarse
+            write_output(out_dir / path.stem, depth, args.format)
+    except (PredictError, KittiFormatError, ModelLoadError, OSError) as exc:
+        print(f"mono_depth_predict: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - e.g. BackendUnavailable, ConfigError: one line
+        print(f"mono_depth_predict: error: {exc}".splitlines()[0], file=sys.stderr)
+        return 2
+    print(f"wrote {len(images)} {args.format} depth map(s) to {out_dir}")
+    return 0
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()
