@@ -271,4 +271,47 @@ class ScaleConfig:
 
 # === depth node (issue 5) ===
 
+@dataclass
+class DepthNodeConfig:
+    """The ROS depth node: output size, validity range, extra outputs, QoS and diagnostics."""
+
+    output_width: int = opt(0, "width of published depth in pixels; 0 = the input image's width",
+                            range=(0, 8192))
+    output_height: int = opt(0, "height of published depth in pixels; 0 = the input image's "
+                             "height", range=(0, 8192))
+    min_depth: float = opt(0.0, "depth below this (metres) is published as NaN (REP 118 "
+                           "invalid)", range=(0.0, 1000.0))
+    max_depth: float = opt(1000.0, "depth above this (metres) is published as NaN (REP 118 "
+                           "invalid)", range=(0.01, 100000.0))
+    publish_depth_mm: bool = opt(False, "also publish depth/mm: 16UC1 millimetres, 0 = invalid "
+                                 "(for consumers that only read the OpenNI format)",
+                                 read_only=True)
+    color_min_depth: float = opt(1.0, "depth/color: nearest depth of the colour map, metres",
+                                 range=(0.01, 1000.0))
+    color_max_depth: float = opt(80.0, "depth/color: farthest depth of the colour map, metres",
+                                 range=(0.1, 10000.0))
+    points_stride: int = opt(1, "depth/points: keep every n-th pixel in both directions",
+                             range=(1, 32))
+    max_pixels: int = opt(16777216, "reject input images with more pixels than this (guards "
+                          "against corrupt headers)", range=(1, 268435456))
+    qos_depth: int = opt(5, "history depth of the reliable output topics", range=(1, 1000),
+                         read_only=True)
+    diagnostics_period: float = opt(1.0, "seconds between /diagnostics messages",
+                                    range=(0.1, 60.0), read_only=True)
+    error_throttle: float = opt(5.0, "at most one error line per this many seconds for bad input",
+                                range=(0.0, 3600.0))
+
+    def validate(self) -> "DepthNodeConfig":
+        if self.min_depth >= self.max_depth:
+            raise ConfigError(f"min_depth ({self.min_depth}) must be smaller than max_depth "
+                              f"({self.max_depth})")
+        if self.color_min_depth >= self.color_max_depth:
+            raise ConfigError(f"color_min_depth ({self.color_min_depth}) must be smaller than "
+                              f"color_max_depth ({self.color_max_depth})")
+        if (self.output_width == 0) != (self.output_height == 0):
+            raise ConfigError("output_width and output_height must both be 0 (input size) or "
+                              "both be set")
+        return self
+
+
 # === bags, evaluation node, bring-up (issue 6) ===
