@@ -315,3 +315,58 @@ class DepthNodeConfig:
 
 
 # === bags, evaluation node, bring-up (issue 6) ===
+
+@dataclass
+class KittiTopicsConfig:
+    """Topic names and frame ids of a KITTI bag (those of kitti2bag, tomas789/kitti2bag)."""
+
+    image_topic: str = opt("/kitti/camera_color_left/image", "colour image of camera 2 "
+                           "(kitti2bag's name; it has no _raw suffix)")
+    camera_info_topic: str = opt("/kitti/camera_color_left/camera_info", "CameraInfo of camera 2")
+    lidar_topic: str = opt("/kitti/velo/pointcloud", "Velodyne scan, PointCloud2 x y z intensity")
+    tf_static_topic: str = opt("/tf_static", "static transforms (velo_link -> camera frame)")
+    camera_frame: str = opt("camera_color_left", "frame id of camera 2 (kitti2bag's name; its "
+                            "axes follow the optical convention: x right, y down, z forward)")
+    lidar_frame: str = opt("velo_link", "frame id of the Velodyne")
+
+
+@dataclass
+class BagPlayerConfig:
+    """kitti_bag_player: replays a bag over DDS with the recorded stamps."""
+
+    rate: float = opt(1.0, "playback speed as a multiple of real time", range=(0.01, 100.0))
+    loop: bool = opt(False, "start again at the end of the bag")
+    start_delay: float = opt(0.5, "seconds to wait after start-up before the first message",
+                             range=(0.0, 60.0))
+    wait_for_subscribers: int = opt(0, "before playing, wait until every image/LiDAR topic has at "
+                                    "least this many subscribers (0: do not wait)", range=(0, 100))
+    wait_timeout: float = opt(30.0, "longest wait for subscribers, seconds", range=(0.0, 3600.0))
+    qos_depth: int = opt(10, "publisher queue depth (reliable, volatile; /tf_static is "
+                         "transient-local)", range=(1, 1000))
+    progress: bool = opt(True, "show a tqdm progress bar")
+
+
+@dataclass
+class EvalNodeConfig:
+    """kitti_eval_node and evaluate_bag: Eigen metrics of predicted depth against projected LiDAR."""
+
+    calib_dir: str = opt("", "folder with KITTI calib_cam_to_cam.txt + calib_velo_to_cam.txt (the "
+                         "drive's date folder); empty: take velo -> camera from /tf_static")
+    output_dir: str = opt("eval_output", "where the CSV, JSON and plots are written")
+    queue_size: int = opt(30, "messages kept per topic while waiting for a stamp match",
+                          range=(1, 10000))
+    slop: float = opt(0.0, "largest stamp difference (s) accepted as a match; 0 = exact stamps "
+                      "(bags from kitti_to_bag give the scan its camera frame's stamp)",
+                      range=(0.0, 1.0))
+    min_depth: float = opt(1e-3, "ground truth below this (metres) is ignored", range=(0.0, 10.0))
+    max_depth: float = opt(80.0, "ground truth above this (metres) is ignored; predictions are "
+                           "clamped to [min_depth, max_depth]", range=(1.0, 1000.0))
+    garg_crop: bool = opt(True, "score only the Garg et al. 2016 crop of the image")
+    distance_bin: float = opt(10.0, "bin width (m) of the error-vs-distance table and plot",
+                              range=(0.5, 100.0))
+    summary_period: float = opt(1.0, "seconds between diagnostics summaries", range=(0.05, 60.0))
+    write_on_shutdown: bool = opt(True, "write the report when the node shuts down")
+
+    def eval_config(self) -> "EvalConfig":
+        return EvalConfig(min_depth=self.min_depth, max_depth=self.max_depth,
+                          garg_crop=self.garg_crop)
