@@ -1,0 +1,95 @@
+"""TensorRT 10 backend: engine from the cache, ``set_tensor_address`` + ``execute_async_v3``.
+
+TensorRT and CUDA are imported lazily; GPU buffers and the stream come from torch.cuda. Engines
+are loaded only from the engine cache (see ``engine_cache``) and built there on a miss when
+``allow_build`` is set.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ..model_io import ModelLoadError
+from ..onnx_export import INPUT_NAME, OUTPUT_NAMES, onnx_model_config, sha256_file
+from .base import BackendUnavailable, DepthBackend
+from .engine_cache import EngineCache
+from .trt_build import build_engine_bytes, engine_key, import_tensorrt
+
+log = logging.getLogger("mono_depth_ros.backends")
+
+
+def _calibration_images() -> list[np.ndarray]:
+    """KITTI sample frames for INT8 calibration when an engine is built at run time."""
+    from ..kitti import read_rgb
+    from ..sample_frames import all_frames
+
+    try:
+        return [read_rgb(f.image) for f in all_frames()]
+    except FileNotFoundError:
+        raise BackendUnavailable("int8 engine build needs calibration frames; build it offline "
+                                 "with 'python -m training.build_engine --calib-images DIR'") \
+            from None
+
+
+class TensorRTBackend(DepthBackend):
+    """Runs a serialized TensorRT engine built from the exported ONNX file."""
+
+    name = "tensorrt"
+
+    def __init__(self, onnx_path: str | Path, cache_dir: str | Path | None = None,
+                 precision: str = "fp16", allow_build: bool = True):
+        trt = import_tensorrt()
+        import torch
+
+        path = Path(onnx_path)
+        if not path.is_file():
+            raise ModelLoadError(f"ONNX model not found: {path}")
+        cfg, self.metadata = onnx_model_config(path)
+        super().__init__(cfg)
+        key = engine_key(sha256_file(path), precision)  # raises BackendUnavailable without a GPU
+        cache = EngineCache(cache_dir)
+
+        def build() -> bytes:
+            log.info("building TensorRT %s engine for %s (minutes on first run)", precision, path)
+            images = _calibration_images() if precision == "int8" else None
+            return build_engine_bytes(path, precision, images,
+                                      cache.dir / f"{key.onnx_sha256[:16]}_int8.calib")
+
+        data, built = cache.get_or_build(key, build, allow_build)
+        self.engine_path = cache.path_for(key)
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(self._logger)
+        self.engine = self._runtime.deserialize_cuda_engine(data)
+        if self.engine is None:
+            raise ModelLoadError(f"{self.engine_path}: TensorRT could not deserialize the engine")
+        self.context = self.engine.create_execution_context()
+        self.stream = torch.cuda.Stream()
+        self.buffers: dict[str, torch.Tensor] = {}
+        for i in range(self.engine.num_io_tensors):
+            name = self.engine.get_tensor_name(i)
+            shape = tuple(self.engine.get_tensor_shape(name))
+            dtype = torch.from_numpy(np.empty(0, dtype=trt.nptype(
+                self.engine.get_tensor_dtype(name)))).dtype
+            self.buffers[name] = torch.empty(shape, dtype=dtype, device="cuda")
+            self.context.set_tensor_address(name, int(self.buffers[name].data_ptr()))
+        missing = {INPUT_NAME, *OUTPUT_NAMES} - set(self.buffers)
+        if missing:
+            raise ModelLoadError(f"{self.engine_path}: engine lacks tensors {sorted(missing)}")
+        self.precision = precision
+        log.info("TensorRT engine %s (%s)", self.engine_path, "built now" if built else "cached")
+
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        with torch.cuda.stream(self.stream):
+            self.buffers[INPUT_NAME].copy_(torch.from_numpy(x), non_blocking=False)
+            if not self.context.execute_async_v3(self.stream.cuda_stream):
+                raise RuntimeError("TensorRT execute_async_v3 failed")
+        self.stream.synchronize()
+        return tuple(self.buffers[n].float().cpu().numpy() for n in OUTPUT_NAMES)  # type: ignore
+
+    def describe(self) -> str:
+        return f"tensorrt ({self.precision}, {self.engine_path.name})"
