@@ -1,0 +1,216 @@
+"""Scoring predicted depth against projected LiDAR: the code shared by ``kitti_eval_node`` (live,
+over DDS) and ``evaluate_bag`` (offline), so both give the same numbers for the same frames.
+
+Ground truth is the scan projected with ``K @ [R|t]``: ``K`` is the rectified intrinsics of the
+depth image (``camera_info.P[:3, :3]``) and ``[R|t]`` takes LiDAR points into that camera's own
+optical frame (``velo_to_cam_optical`` from the KITTI calibration, or ``/tf_static``). The 4th
+column of a KITTI ``P_rect_02`` (camera 2's offset from camera 0) is therefore not applied a
+second time. Metrics come from ``metrics.score_frame``, the function ``training.evaluate`` uses.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import EvalConfig
+from .geometry import project_points
+from .metrics import METRIC_NAMES, FrameScore, mean_scores, score_frame, valid_mask
+
+
+def lidar_depth(points: np.ndarray, K: np.ndarray, velo_to_cam: np.ndarray, width: int,
+                height: int) -> np.ndarray:
+    """Sparse depth (float32 HxW, 0 = none) of LiDAR ``points`` seen by camera ``K``."""
+    velo_to_image = np.asarray(K, dtype=np.float64).reshape(3, 3) @ \
+        np.asarray(velo_to_cam, dtype=np.float64)[:3, :4]
+    return project_points(points, velo_to_image, width, height)
+
+
+def calib_velo_to_cam(calib_dir: str | Path) -> np.ndarray:
+    """4x4 velo -> camera-2 optical frame from a KITTI date folder (or a drive folder in it)."""
+    from .kitti import KittiFormatError, read_raw_calib
+
+    d = Path(calib_dir)
+    for cand in (d, d.parent):
+        if (cand / "calib_cam_to_cam.txt").is_file():
+            return read_raw_calib(cand / "calib_cam_to_cam.txt",
+                                  cand / "calib_velo_to_cam.txt").velo_to_cam_optical
+    raise KittiFormatError(f"{d}: no calib_cam_to_cam.txt here or in the parent folder")
+
+
+@dataclass
+class FrameRecord:
+    stamp_ns: int
+    score: FrameScore
+    extra: dict = field(default_factory=dict)
+
+    def row(self) -> dict:
+        out = {"stamp_ns": self.stamp_ns, "stamp": self.stamp_ns * 1e-9}
+        out.update(self.extra)
+        out.update(self.score.flat())
+        return out
+
+
+class DistanceBins:
+    """Error against ground-truth distance: per bin, sums for abs_rel and RMSE (scaled, metric)."""
+
+    def __init__(self, width: float, max_depth: float):
+        self.width = width
+        self.n = max(1, int(math.ceil(max_depth / width)))
+        z = np.zeros(self.n)
+        self.count, self.abs_rel, self.sq, self.abs_rel_m, self.sq_m = z.copy(), z.copy(), \
+            z.copy(), z.copy(), z.copy()
+
+    def add(self, gt: np.ndarray, pred_scaled: np.ndarray, pred_metric: np.ndarray) -> None:
+        idx = np.clip((gt / self.width).astype(np.int64), 0, self.n - 1)
+        np.add.at(self.count, idx, 1)
+        np.add.at(self.abs_rel, idx, np.abs(gt - pred_scaled) / gt)
+        np.add.at(self.sq, idx, (gt - pred_scaled) ** 2)
+        np.add.at(self.abs_rel_m, idx, np.abs(gt - pred_metric) / gt)
+        np.add.at(self.sq_m, idx, (gt - pred_metric) ** 2)
+
+    def table(self) -> list[dict]:
+        rows = []
+        for i in range(self.n):
+            c = self.count[i]
+            rows.append({
+                "from_m": i * self.width, "to_m": (i + 1) * self.width, "pixels": int(c),
+                "abs_rel": float(self.abs_rel[i] / c) if c else None,
+                "rmse": float(math.sqrt(self.sq[i] / c)) if c else None,
+                "metric_abs_rel": float(self.abs_rel_m[i] / c) if c else None,
+                "metric_rmse": float(math.sqrt(self.sq_m[i] / c)) if c else None,
+            })
+        return rows
+
+
+class EvalRecorder:
+    """Collects per-frame scores and writes ``metrics.csv``, ``metrics.json`` and plots."""
+
+    def __init__(self, cfg: EvalConfig | None = None, distance_bin: float = 10.0):
+        self.cfg = cfg or EvalConfig()
+        self.records: list[FrameRecord] = []
+        self.bins = DistanceBins(distance_bin, self.cfg.max_depth)
+        self.skipped: dict[str, int] = {}
+
+    def skip(self, reason: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+    def add(self, stamp_ns: int, pred: np.ndarray, gt: np.ndarray, **extra) -> FrameScore | None:
+        """Score one frame; returns None (and counts the reason) when nothing can be scored."""
+        mask = valid_mask(gt, self.cfg)
+        if not mask.any():
+            self.skip("no valid LiDAR pixels")
+            return None
+        score = score_frame(pred, gt, self.cfg)
+        g = gt[mask].astype(np.float64)
+        p = np.nan_to_num(pred[mask].astype(np.float64), nan=self.cfg.min_depth)
+        self.bins.add(g, np.clip(p * score.scale, self.cfg.min_depth, self.cfg.max_depth),
+                      np.clip(p, self.cfg.min_depth, self.cfg.max_depth))
+        self.records.append(FrameRecord(stamp_ns, score, dict(extra)))
+        return score
+
+    @property
+    def scores(self) -> list[FrameScore]:
+        return [r.score for r in self.records]
+
+    def summary(self) -> dict:
+        out: dict = {"frames": 0}
+        if self.records:
+            out = mean_scores(self.scores)
+        out["skipped"] = dict(self.skipped)
+        return out
+
+    # ----------------------------------------------------------------------------------------
+    def write(self, out_dir: str | Path, extra: dict | None = None, plots: bool = True) -> dict:
+        """Write the report; returns the paths written (name -> path)."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {}
+        summary = self.summary()
+        summary.update(extra or {})
+        summary["eval"] = {"min_depth": self.cfg.min_depth, "max_depth": self.cfg.max_depth,
+                           "garg_crop": self.cfg.garg_crop}
+        summary["per_frame"] = [r.row() for r in self.records]
+        summary["error_vs_distance"] = self.bins.table()
+        paths["json"] = out / "metrics.json"
+        tmp = paths["json"].with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(summary, indent=2, sort_keys=True))
+        tmp.replace(paths["json"])
+        paths["csv"] = out / "metrics.csv"
+        rows = [r.row() for r in self.records]
+        keys = list(rows[0]) if rows else ["stamp_ns", "stamp", *METRIC_NAMES]
+        with open(paths["csv"], "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(rows)
+        paths["distance_csv"] = out / "error_vs_distance.csv"
+        table = self.bins.table()
+        with open(paths["distance_csv"], "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(table[0]))
+            w.writeheader()
+            w.writerows(table)
+        if plots:
+            paths.update(self._plots(out, table))
+        return paths
+
+    def _plots(self, out: Path, table: list[dict]) -> dict:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        paths = {}
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+        x = np.arange(len(self.records))
+        labels = [r.extra.get("label", str(i)) for i, r in enumerate(self.records)]
+        for ax, keys, title in (
+                (axes[0], ("abs_rel", "metric_abs_rel"), "AbsRel"),
+                (axes[1], ("rmse", "metric_rmse"), "RMSE (m)"),
+                (axes[2], ("d1", "metric_d1"), "delta < 1.25")):
+            for k, style in zip(keys, ("o-", "s--")):
+                ax.plot(x, [r.score.flat()[k] for r in self.records], style,
+                        label="median-scaled" if not k.startswith("metric") else "metric")
+            ax.set_title(title)
+            ax.set_xticks(x, labels, rotation=30, fontsize=7)
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=8)
+        fig.suptitle("per-frame Eigen metrics against projected LiDAR")
+        fig.tight_layout()
+        paths["per_frame_plot"] = out / "per_frame_metrics.png"
+        fig.savefig(paths["per_frame_plot"], dpi=90)
+        plt.close(fig)
+
+        fig, ax = plt.subplots(1, 2, figsize=(11, 3.6))
+        mids = [(r["from_m"] + r["to_m"]) / 2 for r in table]
+        for k, lab in (("abs_rel", "median-scaled"), ("metric_abs_rel", "metric")):
+            ax[0].plot(mids, [np.nan if r[k] is None else r[k] for r in table], "o-", label=lab)
+        for k, lab in (("rmse", "median-scaled"), ("metric_rmse", "metric")):
+            ax[1].plot(mids, [np.nan if r[k] is None else r[k] for r in table], "o-", label=lab)
+        ax[0].set_ylabel("AbsRel")
+        ax[1].set_ylabel("RMSE (m)")
+        for a in ax:
+            a.set_xlabel("LiDAR distance (m)")
+            a.grid(alpha=0.3)
+            a.legend(fontsize=8)
+        fig.suptitle("error against distance (all scored pixels)")
+        fig.tight_layout()
+        paths["distance_plot"] = out / "error_vs_distance.png"
+        fig.savefig(paths["distance_plot"], dpi=90)
+        plt.close(fig)
+        return paths
+
+
+def format_table(summary: dict) -> str:
+    """Two-row text table (median-scaled and metric) of a summary from ``mean_scores``."""
+    head = "          " + " ".join(f"{k:>9}" for k in METRIC_NAMES)
+    rows = [head]
+    for prefix, name in (("", "scaled"), ("metric_", "metric")):
+        vals = [summary.get(prefix + k) for k in METRIC_NAMES]
+        rows.append(f"{name:<10}" + " ".join(f"{v:9.4f}" if v is not None else f"{'-':>9}"
+                                            for v in vals))
+    return "\n".join(rows)
