@@ -1,0 +1,284 @@
+"""KITTI frames for training and evaluation: frame lists, ground truth, the Eigen test-scene guard.
+
+Two list formats are read:
+* ``index.tsv`` as in ``shared/kitti`` (columns ``format frame_id rgb velodyne calib gt_depth_png
+  velodyne_raw_png raw_drive gt_disparity_png``), which mixes raw drives, object-benchmark and
+  stereo-benchmark frames;
+* monodepth2 split lists (``2011_09_26/2011_09_26_drive_0001_sync 0000000005 l``) over a raw-data
+  root, with ground truth projected from the velodyne scan.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mono_depth_ros import geometry, kitti
+from mono_depth_ros.kitti import KittiFormatError
+
+log = logging.getLogger(__name__)
+
+GT_KINDS = ("png", "lidar", "velodyne_raw", "disparity")
+
+
+class TestSceneError(ValueError):
+    """A frame of the 28 Eigen test scenes was offered for training."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One RGB frame and where its ground truth comes from."""
+
+    frame_id: str
+    rgb: Path
+    calib_format: str            # raw | object | stereo
+    calib: tuple[Path, ...]
+    drive: str | None            # raw drive name, None where unknown
+    velodyne: Path | None = None
+    gt_png: Path | None = None
+    velodyne_raw_png: Path | None = None
+    disparity_png: Path | None = None
+
+    def gt_kinds(self) -> list[str]:
+        have = {"png": self.gt_png, "lidar": self.velodyne, "velodyne_raw": self.velodyne_raw_png,
+                "disparity": self.disparity_png}
+        return [k for k in GT_KINDS if have[k] is not None]
+
+
+def _opt(root: Path, value: str) -> Path | None:
+    return None if value in ("", "-") else root / value
+
+
+def read_index(path: str | Path, root: str | Path | None = None) -> list[Frame]:
+    """Frames of an ``index.tsv`` (paths relative to ``root``, default the file's folder)."""
+    path = Path(path)
+    root = Path(root) if root else path.parent
+    if not path.is_file():
+        raise KittiFormatError(f"frame list not found: {path}")
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    need = {"format", "frame_id", "rgb", "velodyne", "calib", "gt_depth_png", "raw_drive"}
+    if rows and not need <= set(rows[0]):
+        raise KittiFormatError(f"{path}: missing columns {sorted(need - set(rows[0]))}")
+    frames = []
+    for row in rows:
+        frames.append(Frame(
+            frame_id=row["frame_id"],
+            rgb=root / row["rgb"],
+            calib_format=row["format"],
+            calib=tuple(root / c for c in row["calib"].split(";") if c and c != "-"),
+            drive=kitti.drive_of(row.get("raw_drive", "")),
+            velodyne=_opt(root, row.get("velodyne", "-")),
+            gt_png=_opt(root, row.get("gt_depth_png", "-")),
+            velodyne_raw_png=_opt(root, row.get("velodyne_raw_png", "-")),
+            disparity_png=_opt(root, row.get("gt_disparity_png", "-")),
+        ))
+    if not frames:
+        raise KittiFormatError(f"{path}: the frame list is empty")
+    return frames
+
+
+def read_split_frames(path: str | Path, data_root: str | Path,
+                      gt_png_root: str | Path | None = None) -> list[Frame]:
+    """Frames of a monodepth2 split list over a raw-data root (LiDAR, or benchmark PNGs if given)."""
+    data_root = Path(data_root)
+    frames = []
+    for e in kitti.read_split(path):
+        date_dir = data_root / e.folder.split("/")[0]
+        cam = "image_02" if e.side == "l" else "image_03"
+        gt_png = None
+        if gt_png_root is not None:
+            cand = (Path(gt_png_root) / Path(e.folder).name / "proj_depth" / "groundtruth" / cam
+                    / f"{e.frame:010d}.png")
+            gt_png = cand if cand.is_file() else None
+        frames.append(Frame(
+            frame_id=f"{e.folder}/{e.frame:010d}", rgb=e.image_path(data_root),
+            calib_format="raw",
+            calib=(date_dir / "calib_cam_to_cam.txt", date_dir / "calib_velo_to_cam.txt"),
+            drive=e.drive, velodyne=e.velodyne_path(data_root), gt_png=gt_png))
+    return frames
+
+
+def load_frames(path: str | Path, data_root: str | Path | None = None) -> list[Frame]:
+    """``.tsv`` index or monodepth2 ``.txt`` split list."""
+    path = Path(path)
+    if path.suffix == ".tsv":
+        return read_index(path, data_root)
+    if data_root is None:
+        raise KittiFormatError(f"{path}: a split list needs data_root (the raw-data folder)")
+    return read_split_frames(path, data_root)
+
+
+def check_not_test_scenes(frames: list[Frame], test_scenes: set[str]) -> None:
+    """Refuse to train on any frame of the Eigen test scenes (the standard, honest protocol)."""
+    for f in frames:
+        if f.drive in test_scenes:
+            raise TestSceneError(f"refusing to train on {f.frame_id}: drive {f.drive} is one of "
+                                 "the 28 Eigen test scenes; remove it from the training list")
+        if "not_for_training" in f.rgb.parts:
+            raise TestSceneError(f"refusing to train on {f.frame_id}: it lies under "
+                                 "not_for_training/")
+
+
+def frames_hash(frames: list[Frame]) -> str:
+    """sha256 over the frame ids and file sizes: identifies the training data in checkpoints."""
+    h = hashlib.sha256()
+    for f in sorted(frames, key=lambda f: f.frame_id):
+        h.update(f.frame_id.encode())
+        for p in (f.rgb, f.velodyne, f.gt_png, f.disparity_png):
+            if p is not None and p.is_file():
+                h.update(str(p.stat().st_size).encode())
+    return h.hexdigest()[:16]
+
+
+def _calib(frame: Frame) -> kitti.CameraCalib:
+    if frame.calib_format == "raw":
+        if len(frame.calib) != 2:
+            raise KittiFormatError(f"{frame.frame_id}: raw calibration needs calib_cam_to_cam.txt "
+                                   "and calib_velo_to_cam.txt")
+        return kitti.read_raw_calib(*frame.calib)
+    if frame.calib_format in ("object", "object_misc"):
+        if len(frame.calib) != 1:
+            raise KittiFormatError(f"{frame.frame_id}: object calibration is one file")
+        return kitti.read_object_calib(frame.calib[0])
+    raise KittiFormatError(f"{frame.frame_id}: no LiDAR calibration for format "
+                           f"{frame.calib_format!r}")
+
+
+def load_ground_truth(frame: Frame, height: int, width: int,
+                      prefer: tuple[str, ...] = GT_KINDS) -> tuple[np.ndarray, str]:
+    """(depth in metres HxW with 0 = none, which kind) for ``frame``, best kind first."""
+    for kind in prefer:
+        if kind not in frame.gt_kinds():
+            continue
+        if kind == "png":
+            gt = kitti.read_depth_png(frame.gt_png)
+        elif kind == "velodyne_raw":
+            gt = kitti.read_depth_png(frame.velodyne_raw_png)
+        elif kind == "lidar":
+            gt = geometry.project_points(kitti.read_velodyne(frame.velodyne),
+                                         _calib(frame).velo_to_image, width, height)
+        else:
+            fx, baseline = kitti.read_stereo_baseline(frame.calib[0])
+            gt = kitti.read_disparity_depth(frame.disparity_png, fx, baseline)
+        if gt.shape != (height, width):
+            raise KittiFormatError(f"{frame.frame_id}: image is {width}x{height} but its "
+                                   f"{kind} ground truth is {gt.shape[1]}x{gt.shape[0]}")
+        return gt, kind
+    raise KittiFormatError(f"{frame.frame_id}: no ground truth of kinds {', '.join(prefer)}")
+
+
+@dataclass
+class Sample:
+    frame: Frame
+    rgb: np.ndarray      # uint8 HxWx3, full resolution
+    depth: np.ndarray    # float32 HxW metres, 0 = none
+    gt_kind: str
+
+
+def load_sample(frame: Frame, prefer: tuple[str, ...] = GT_KINDS) -> Sample:
+    rgb = kitti.read_rgb(frame.rgb)
+    depth, kind = load_ground_truth(frame, rgb.shape[0], rgb.shape[1], prefer)
+    return Sample(frame, rgb, depth, kind)
+
+
+# --------------------------------------------------------------------------------------------
+# Network-size tensors with geometry-respecting augmentation
+# --------------------------------------------------------------------------------------------
+
+def resize_sparse_depth(depth: np.ndarray, height: int, width: int,
+                        box: tuple[float, float, float, float] | None = None) -> np.ndarray:
+    """Resample sparse depth to (height, width) without inventing values: each valid pixel in
+    ``box`` (x0, y0, x1, y1, source pixels) lands on one target pixel; the nearest point wins."""
+    h, w = depth.shape
+    x0, y0, x1, y1 = box or (0.0, 0.0, float(w), float(h))
+    v, u = np.nonzero(depth > 0)
+    z = depth[v, u]
+    tu = np.floor((u + 0.5 - x0) * (width / (x1 - x0))).astype(np.int64)
+    tv = np.floor((v + 0.5 - y0) * (height / (y1 - y0))).astype(np.int64)
+    ok = (tu >= 0) & (tu < width) & (tv >= 0) & (tv < height)
+    tu, tv, z = tu[ok], tv[ok], z[ok]
+    out = np.zeros((height, width), np.float32)
+    order = np.argsort(-z)
+    out[tv[order], tu[order]] = z[order]
+    return out
+
+
+@dataclass
+class AugmentConfig:
+    flip: bool = True
+    color: bool = True
+    max_zoom: float = 1.2   # crops of 1/s of the frame resized up, depth divided by s
+
+
+def make_pair(sample: Sample, height: int, width: int, rng: np.random.Generator | None = None,
+              aug: AugmentConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(image float32 3xHxW in [0,1], depth float32 1xHxW) at network size.
+
+    Augmentation keeps geometry honest (Eigen et al. 2014): a crop zoomed by ``s`` has its depth
+    divided by ``s``; flips flip image and depth together; colour jitter touches only the image.
+    """
+    import cv2
+
+    img, depth = sample.rgb, sample.depth
+    h, w = depth.shape
+    box = (0, 0, w, h)
+    scale = 1.0
+    if rng is not None and aug is not None and aug.max_zoom > 1.0:
+        scale = float(rng.uniform(1.0, aug.max_zoom))
+        cw, ch = int(round(w / scale)), int(round(h / scale))
+        x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+        box = (x0, y0, x0 + cw, y0 + ch)
+        scale = w / cw  # the zoom actually applied
+    x0, y0, x1, y1 = box
+    crop = img[y0:y1, x0:x1]
+    interp = cv2.INTER_AREA if crop.shape[1] > width else cv2.INTER_LINEAR
+    im = cv2.resize(crop, (width, height), interpolation=interp).astype(np.float32) / 255.0
+    d = resize_sparse_depth(depth, height, width, box) / scale
+    if rng is not None and aug is not None:
+        if aug.flip and rng.random() < 0.5:
+            im, d = im[:, ::-1], d[:, ::-1]
+        if aug.color:
+            im = im * rng.uniform(0.8, 1.2, size=3).astype(np.float32)       # per-channel colour
+            im = im * np.float32(rng.uniform(0.8, 1.2))                     # brightness
+            mean = im.mean()
+            im = (im - mean) * np.float32(rng.uniform(0.8, 1.2)) + mean     # contrast
+            im = np.clip(im, 0.0, 1.0) ** np.float32(rng.uniform(0.9, 1.1))  # gamma
+    im = np.clip(im, 0.0, 1.0)
+    return (np.ascontiguousarray(im.transpose(2, 0, 1), dtype=np.float32),
+            np.ascontiguousarray(d[None], dtype=np.float32))
+
+
+def row_median_depth(samples: list[Sample], height: int) -> list[float]:
+    """Median ground-truth depth of each image row (rows in network-height bins) over samples.
+
+    The image-blind baseline of the evaluation: it knows only that the road is near at the bottom
+    and far near the horizon. Rows with no ground truth take the nearest row that has some.
+    """
+    buckets: list[list[np.ndarray]] = [[] for _ in range(height)]
+    for s in samples:
+        d = s.depth
+        rows = (np.arange(d.shape[0]) * height // d.shape[0])
+        for r in range(d.shape[0]):
+            vals = d[r][d[r] > 0]
+            if vals.size:
+                buckets[rows[r]].append(vals)
+    med = np.array([np.median(np.concatenate(b)) if b else np.nan for b in buckets])
+    idx = np.arange(height)
+    good = ~np.isnan(med)
+    if not good.any():
+        raise ValueError("no ground truth to build the row-median baseline from")
+    med = np.interp(idx, idx[good], med[good])
+    return [float(v) for v in med]
+
+
+def baseline_depth(row_medians: list[float], height: int, width: int) -> np.ndarray:
+    """The row-median baseline as a full HxW depth map."""
+    prof = np.asarray(row_medians, dtype=np.float32)
+    rows = np.arange(height) * len(prof) // height
+    return np.repeat(prof[rows][:, None], width, axis=1)

