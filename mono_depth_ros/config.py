@@ -343,6 +343,9 @@ class BagPlayerConfig:
     wait_timeout: float = opt(30.0, "longest wait for subscribers, seconds", range=(0.0, 3600.0))
     qos_depth: int = opt(10, "publisher queue depth (reliable, volatile; /tf_static is "
                          "transient-local)", range=(1, 1000))
+    max_gap: float = opt(0.0, "replay pauses longer than this (bag seconds) as this long; for "
+                         "bags of non-contiguous frames (0: keep every pause)",
+                         range=(0.0, 3600.0))
     progress: bool = opt(True, "show a tqdm progress bar")
 
 
