@@ -261,7 +261,12 @@ class ScaleConfig:
                            "metres) when fitting", range=(1.0, 1000.0))
     ransac_iters: int = opt(100, "RANSAC iterations of the plane fit", range=(1, 10000))
     inlier_threshold: float = opt(0.05, "RANSAC inlier distance as a fraction of the median "
-                                  "point depth", range=(0.001, 1.0))
+                                  "height of the region's points below the camera (scale-free)",
+                                  range=(0.001, 1.0))
+    min_points: int = opt(200, "skip the fit when the region has fewer valid points",
+                          range=(3, 10_000_000))
+    max_points: int = opt(5000, "subsample the region to at most this many points (speed)",
+                          range=(100, 10_000_000))
     min_inlier_ratio: float = opt(0.3, "reject a frame whose plane has fewer inliers than this",
                                   range=(0.0, 1.0))
     max_tilt_deg: float = opt(25.0, "reject planes whose normal is further than this from the "
