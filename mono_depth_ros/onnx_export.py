@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from .model_io import ModelLoadError, atomic_write_bytes, load_checkpoint, model_from_checkpoint
-from .networks import IMAGENET_MEAN, IMAGENET_STD
 
 OPSET = 17
 INPUT_NAME = "image"
@@ -59,6 +58,8 @@ def _data_hash(meta: dict[str, Any]) -> str:
 
 def build_metadata(ckpt: dict[str, Any], ckpt_sha: str, height: int, width: int) -> dict[str, str]:
     """metadata_props stored in the ONNX file: what it expects and where it came from."""
+    from .networks import IMAGENET_MEAN, IMAGENET_STD  # torch only where exporting
+
     meta = ckpt.get("meta", {}) or {}
     version = meta.get("model_version") or meta.get("version") or f"sha256:{ckpt_sha[:12]}"
     return {
