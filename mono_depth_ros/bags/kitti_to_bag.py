@@ -188,28 +188,37 @@ class _Msgs:
         return self.TFMessage(transforms=[tr])
 
 
-def convert(drive_dir: str | Path, out_bag: str | Path, frames: list[int] | None = None,
+def convert(drive_dir: str | Path | list, out_bag: str | Path, frames: list[int] | None = None,
             velo_stamps: bool = False, progress: bool = True) -> dict:
-    """Write the bag; returns a summary (frames, scans, first/last stamp, path)."""
+    """Write the bag; returns a summary (frames, scans, first/last stamp, path).
+
+    ``drive_dir`` may be a list of drives (of one date): their frames go into one bag in stamp
+    order, e.g. the in-repo sample's drives 0001 and 0005 for the demo.
+    """
     from rosbags.rosbag2 import StoragePlugin, Writer
 
-    drive_dir, out_bag = Path(drive_dir), Path(out_bag)
-    if out_bag.exists():
-        raise BagWriteError(f"{out_bag} already exists; remove it or pick another name")
-    calib = find_raw_calib(drive_dir)
     from ..kitti import read_calib_file
 
-    c2c = read_calib_file(drive_dir.parent / "calib_cam_to_cam.txt")
-    R_rect = c2c.get("R_rect_00", np.eye(3).reshape(-1)).reshape(3, 3)
-    drive_frames = list_frames(drive_dir, frames)
+    drives = [Path(d) for d in (drive_dir if isinstance(drive_dir, (list, tuple)) else
+                                [drive_dir])]
+    out_bag = Path(out_bag)
+    if out_bag.exists():
+        raise BagWriteError(f"{out_bag} already exists; remove it or pick another name")
+    jobs = []  # (frame, calib, R_rect)
+    for d in drives:
+        calib = find_raw_calib(d)
+        c2c = read_calib_file(d.parent / "calib_cam_to_cam.txt")
+        R_rect = c2c.get("R_rect_00", np.eye(3).reshape(-1)).reshape(3, 3)
+        jobs += [(f, calib, R_rect) for f in list_frames(d, frames)]
+    jobs.sort(key=lambda j: j[0].stamp_ns)
     m = _Msgs()
     out_bag.parent.mkdir(parents=True, exist_ok=True)
     n_scans = 0
-    iterator = drive_frames
+    iterator = jobs
     if progress:
         from tqdm import tqdm
 
-        iterator = tqdm(drive_frames, desc=f"kitti_to_bag {drive_dir.name}", unit="frame")
+        iterator = tqdm(jobs, desc=f"kitti_to_bag {out_bag.name}", unit="frame")
     with Writer(out_bag, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
         def conn(topic, typ):
             return writer.add_connection(topic, typ, typestore=m.ts)
@@ -223,29 +232,31 @@ def convert(drive_dir: str | Path, out_bag: str | Path, frames: list[int] | None
             writer.write(c, stamp_ns, m.ts.serialize_cdr(msg, typ))
 
         first = min(min(f.stamp_ns, f.velo_stamp_ns if velo_stamps else f.stamp_ns)
-                    for f in drive_frames)
+                    for f, _, _ in jobs) - 2000
         # tf convention: the transform of (parent velo_link, child camera) takes camera points
         # into velo_link, i.e. the inverse of velo -> camera (as kitti2bag does)
-        write(c_tf, m.tf_static(np.linalg.inv(calib.velo_to_cam_optical), topics.LIDAR_FRAME,
-                                topics.CAMERA_FRAME, first),
+        write(c_tf, m.tf_static(np.linalg.inv(jobs[0][1].velo_to_cam_optical),
+                                topics.LIDAR_FRAME, topics.CAMERA_FRAME, first),
               "tf2_msgs/msg/TFMessage", first)
-        for f in iterator:
+        for f, calib, R_rect in iterator:
             rgb = read_rgb(f.image)
             h, w = rgb.shape[:2]
             if calib.image_size and calib.image_size != (w, h):
                 raise BagWriteError(f"{f.image}: image is {w}x{h} but the calibration says "
                                     f"{calib.image_size[0]}x{calib.image_size[1]}")
+            # camera_info is logged 1 us before its image (same header stamp), so a player
+            # delivers it first and a depth node has the matching info when the image arrives
+            write(c_info, m.camera_info(calib, R_rect, w, h, f.stamp_ns, topics.CAMERA_FRAME),
+                  "sensor_msgs/msg/CameraInfo", f.stamp_ns - 1000)
             write(c_img, m.image(rgb, f.stamp_ns, topics.CAMERA_FRAME), "sensor_msgs/msg/Image",
                   f.stamp_ns)
-            write(c_info, m.camera_info(calib, R_rect, w, h, f.stamp_ns, topics.CAMERA_FRAME),
-                  "sensor_msgs/msg/CameraInfo", f.stamp_ns)
             if f.velodyne is not None:
                 t = f.velo_stamp_ns if velo_stamps else f.stamp_ns
                 write(c_velo, m.cloud(read_velodyne(f.velodyne), t, topics.LIDAR_FRAME),
                       "sensor_msgs/msg/PointCloud2", t)
                 n_scans += 1
-    return {"bag": str(out_bag), "frames": [f.index for f in drive_frames], "scans": n_scans,
-            "first_stamp_ns": drive_frames[0].stamp_ns, "last_stamp_ns": drive_frames[-1].stamp_ns}
+    return {"bag": str(out_bag), "frames": [f.index for f, _, _ in jobs], "scans": n_scans,
+            "first_stamp_ns": jobs[0][0].stamp_ns, "last_stamp_ns": jobs[-1][0].stamp_ns}
 
 
 def _parse_frames(values: list[str] | None) -> list[int] | None:
@@ -268,8 +279,9 @@ def _parse_frames(values: list[str] | None) -> list[int] | None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="kitti_to_bag", description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("drive_dir", help="raw drive folder, e.g. 2011_09_26/2011_09_26_drive_0001_sync "
-                    "(the date folder above it holds calib_*.txt)")
+    ap.add_argument("drive_dir", nargs="+", help="raw drive folder(s), e.g. "
+                    "2011_09_26/2011_09_26_drive_0001_sync (the date folder above it holds "
+                    "calib_*.txt); several drives go into one bag in stamp order")
     ap.add_argument("out_bag", help="output bag folder (ROS 2, MCAP); must not exist")
     ap.add_argument("--frames", nargs="+", help="frame indices: 5 50 100, or 0-20,40")
     ap.add_argument("--velo-stamps", action="store_true",

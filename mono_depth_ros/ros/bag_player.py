@@ -1,0 +1,194 @@
+"""``kitti_bag_player BAG [--rate R] [--loop]``: publish a bag's topics over DDS with their recorded
+stamps, at R x real time, with a progress bar. ``ros2 bag play`` does the same where rosbag2 is
+installed (``ros2 bag play BAG --rate R [--loop]``); this player exists because rosbag2 is not on
+PyPI, and it also plays ROS 1 bags from kitti2bag (converted message by message).
+
+Publishers are reliable + volatile (they reach best-effort and reliable subscribers alike);
+``/tf_static`` is transient-local, as tf2 expects. Topics whose message package is not installed
+(e.g. tf2_msgs on a pip-only machine) are skipped with one warning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import time
+from pathlib import Path
+
+from ..bags.reader import BagError, deserialize, iter_messages, open_bag
+from ..config import BagPlayerConfig, ConfigError, add_arguments, from_args
+
+WAIT_FOR = ("sensor_msgs/msg/Image", "sensor_msgs/msg/PointCloud2", "sensor_msgs/msg/CameraInfo")
+
+
+def message_class(msgtype: str):
+    """rclpy class of ``pkg/msg/Name`` (ROS 1 ``pkg/Name`` too), or None if not installed."""
+    parts = msgtype.split("/")
+    pkg, name = parts[0], parts[-1]
+    try:
+        return getattr(importlib.import_module(f"{pkg}.msg"), name)
+    except (ImportError, AttributeError):
+        return None
+
+
+def to_rclpy(src, cls):
+    """Copy a rosbags message (ROS 1 or 2 field names) into a new rclpy message of ``cls``."""
+    import numpy as np
+
+    dst = cls()
+    for fname, ftype in dst.get_fields_and_field_types().items():
+        val = None
+        for cand in (fname, fname.upper(), {"sec": "secs", "nanosec": "nsecs"}.get(fname, fname)):
+            if hasattr(src, cand):
+                val = getattr(src, cand)
+                break
+        if val is None:
+            continue
+        cur = getattr(dst, fname)
+        if hasattr(cur, "get_fields_and_field_types"):  # nested message
+            setattr(dst, fname, to_rclpy(val, type(cur)))
+        elif ftype.startswith("sequence<") and "/" in ftype:  # sequence of messages
+            inner = ftype[len("sequence<"):-1].split(",")[0]
+            icls = message_class(inner.replace("/", "/msg/", 1) if "/msg/" not in inner else inner)
+            setattr(dst, fname, [to_rclpy(v, icls) for v in val])
+        elif isinstance(val, np.ndarray):
+            if fname == "data" and ftype.startswith("sequence<uint8"):
+                setattr(dst, fname, val.tobytes())
+            else:
+                setattr(dst, fname, val.tolist() if ftype.startswith("sequence") else val)
+        else:
+            if fname == "is_bigendian" and isinstance(cur, bool):
+                val = bool(val)
+            setattr(dst, fname, val)
+    return dst
+
+
+class BagPlayer:
+    """Streams one bag through rclpy publishers (the node is created by the caller)."""
+
+    def __init__(self, node, bag: str | Path, cfg: BagPlayerConfig):
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+        self.node, self.bag, self.cfg = node, Path(bag), cfg
+        self.pubs: dict[str, tuple] = {}
+        self.published = 0
+        with open_bag(self.bag) as reader:
+            self.total = reader.message_count
+            self.is_ros2 = bool(getattr(reader, "is2", True))
+            conns = list(reader.connections)
+        for c in conns:
+            if c.topic in self.pubs:
+                continue
+            cls = message_class(c.msgtype)
+            if cls is None:
+                node.get_logger().warning(f"skipping {c.topic}: message type {c.msgtype} is not "
+                                          "installed here")
+                continue
+            latched = c.topic in ("/tf_static",) or c.topic.endswith("/tf_static")
+            qos = QoSProfile(depth=1 if latched else cfg.qos_depth,
+                             reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL if latched
+                             else DurabilityPolicy.VOLATILE)
+            self.pubs[c.topic] = (node.create_publisher(cls, c.topic, qos), cls, c.msgtype)
+
+    def wait_for_subscribers(self) -> bool:
+        import rclpy
+
+        need = self.cfg.wait_for_subscribers
+        if need <= 0:
+            return True
+        watched = [p for p, _, t in self.pubs.values() if t.replace("/msg/", "/") in
+                   [w.replace("/msg/", "/") for w in WAIT_FOR]]
+        deadline = time.monotonic() + self.cfg.wait_timeout
+        while time.monotonic() < deadline and rclpy.ok():
+            if all(p.get_subscription_count() >= need for p in watched):
+                return True
+            time.sleep(0.05)
+        self.node.get_logger().warning("timed out waiting for subscribers; playing anyway")
+        return False
+
+    def play_once(self, progress=None) -> int:
+        import rclpy
+
+        n = 0
+        t_bag0 = t_prev = None
+        skipped = 0.0
+        t_wall0 = time.monotonic()
+        with open_bag(self.bag) as reader:
+            topics = list(self.pubs)
+            for conn, t, raw in iter_messages(reader, topics):
+                if not rclpy.ok():
+                    break
+                if t_bag0 is None:
+                    t_bag0 = t
+                gap = (t - t_prev) * 1e-9 if t_prev is not None else 0.0
+                if self.cfg.max_gap > 0 and gap > self.cfg.max_gap:
+                    skipped += gap - self.cfg.max_gap  # jump over pauses between frames
+                t_prev = t
+                due = t_wall0 + ((t - t_bag0) * 1e-9 - skipped) / self.cfg.rate
+                delay = due - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                pub, cls, _ = self.pubs[conn.topic]
+                if self.is_ros2:
+                    pub.publish(bytes(raw))  # already CDR with the recorded header
+                else:
+                    pub.publish(to_rclpy(deserialize(reader, raw, conn), cls))
+                n += 1
+                self.published += 1
+                if progress is not None:
+                    progress.update(1)
+        return n
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="kitti_bag_player", description=__doc__.splitlines()[0])
+    ap.add_argument("bag", help="ROS 2 bag folder / .mcap, or ROS 1 .bag (kitti2bag)")
+    add_arguments(ap, BagPlayerConfig)
+    args, ros_args = ap.parse_known_args(argv)
+    try:
+        cfg = from_args(BagPlayerConfig, args)
+    except ConfigError as exc:
+        print(f"kitti_bag_player: error: {exc}", file=sys.stderr)
+        return 2
+    import rclpy
+    from rclpy.node import Node
+
+    rclpy.init(args=["kitti_bag_player", *ros_args])
+    node = Node("kitti_bag_player")
+    rc = 0
+    try:
+        player = BagPlayer(node, args.bag, cfg)
+        player.wait_for_subscribers()
+        time.sleep(cfg.start_delay)
+        bar = None
+        if cfg.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=None if cfg.loop else player.total, unit="msg",
+                       desc=f"playing {Path(args.bag).name} x{cfg.rate:g}",
+                       disable=not sys.stderr.isatty() and os.environ.get("TQDM_FORCE") != "1")
+        while rclpy.ok():
+            player.play_once(bar)
+            if not cfg.loop:
+                break
+        if bar is not None:
+            bar.close()
+        node.get_logger().info(f"published {player.published} messages")
+        time.sleep(0.5)  # let reliable writers deliver the last samples
+    except BagError as exc:
+        print(f"kitti_bag_player: error: {exc}", file=sys.stderr)
+        rc = 2
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,303 @@
+"""``kitti_eval_node``: live Eigen metrics of the depth node's output against the LiDAR.
+
+Subscribes (relative names, remap them): ``depth`` (sensor_msgs/Image 32FC1 metres or 16UC1 mm),
+``depth/camera_info``, ``lidar_points`` (sensor_msgs/PointCloud2 with x, y, z). Depth and LiDAR
+are matched by stamp in a bounded buffer (``mono_depth_ros.sync``; exact stamps unless ``slop`` >
+0); the camera_info of the same stamp is used, else the newest one of the same size (counted as
+``info_stamp_mismatch``).
+Each matched frame: the scan is projected into the depth image with ``camera_info.P[:3, :3]`` and
+the LiDAR -> camera extrinsic (``calib_dir`` parameter, else ``/tf_static`` when tf2_msgs is
+installed), then scored by ``metrics.score_frame`` (median-scaled and metric), the same code as
+``evaluate_bag`` and ``training.evaluate``.
+
+Publishes ``/diagnostics`` (running summary, unmatched counts) every ``summary_period`` seconds.
+Service ``~/write_report`` (std_srvs/Trigger) writes ``metrics.json``, ``metrics.csv``,
+``error_vs_distance.csv`` and plots into ``output_dir``; the same happens on shutdown.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import sys
+import threading
+import typing
+
+import numpy as np
+
+from ..config import ConfigError, EvalNodeConfig, check_value, from_dict
+from ..lidar_eval import EvalRecorder, calib_velo_to_cam, format_table, lidar_depth
+from ..sync import StampSynchronizer
+
+INPUTS = ("depth", "lidar_points")  # synchronised by stamp; camera_info is looked up
+
+
+def declare_config(node, cls, prefix: str = ""):
+    """Declare one ROS parameter per dataclass field (descriptions from the field metadata)."""
+    from rcl_interfaces.msg import ParameterDescriptor
+
+    values = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        desc = ParameterDescriptor(description=f.metadata.get("help", ""),
+                                   read_only=bool(f.metadata.get("read_only")))
+        if hints[f.name] is float:
+            default = float(default)
+        p = node.declare_parameter(prefix + f.name, default, desc)
+        values[f.name] = check_value(cls, f.name, p.value)
+    return from_dict(cls, values)
+
+
+def stamp_ns(header) -> int:
+    return int(header.stamp.sec) * 10**9 + int(header.stamp.nanosec)
+
+
+class KittiEvalNode:
+    def __init__(self, node):
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+        from std_srvs.srv import Trigger
+
+        self.node = node
+        self.log = node.get_logger()
+        self.cfg = declare_config(node, EvalNodeConfig)
+        self.recorder = EvalRecorder(self.cfg.eval_config(), self.cfg.distance_bin)
+        self.sync = StampSynchronizer(2, self.cfg.queue_size, int(round(self.cfg.slop * 1e9)),
+                                      self._on_frame)
+        # camera_info by stamp (bounded), plus the newest one: a fixed camera's intrinsics do not
+        # change, so a depth frame whose info has another stamp is scored with the newest info
+        # of the same size and counted in ``info_stamp_mismatch``
+        self.infos: dict[int, object] = {}
+        self.latest_info = None
+        self.info_received = 0
+        self.info_mismatch = 0
+        self.no_info = 0
+        self.waiting: list[tuple[int, list]] = []  # matched frames whose camera_info is due
+        self.lock = threading.Lock()
+        self.tf = None
+        self.extrinsic = None
+        self.errors = 0
+        self.last_report: dict = {}
+        if self.cfg.calib_dir:
+            self.extrinsic = calib_velo_to_cam(self.cfg.calib_dir)
+            self.log.info(f"LiDAR -> camera extrinsic from {self.cfg.calib_dir}")
+        else:
+            self._subscribe_tf_static()
+        qos = QoSProfile(depth=self.cfg.queue_size, reliability=ReliabilityPolicy.RELIABLE)
+        self.subs = [
+            node.create_subscription(Image, "depth", lambda m: self._add(0, m), qos),
+            node.create_subscription(CameraInfo, "depth/camera_info", self._on_info, qos),
+            node.create_subscription(PointCloud2, "lidar_points", lambda m: self._add(1, m), qos),
+        ]
+        self.diag_pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.timer = node.create_timer(self.cfg.summary_period, self._publish_diagnostics)
+        self.srv = node.create_service(Trigger, "~/write_report", self._on_trigger)
+        self.log.info(f"evaluating {node.resolve_topic_name('depth')} against "
+                      f"{node.resolve_topic_name('lidar_points')}; report in {self.cfg.output_dir}")
+
+    # ----------------------------------------------------------------------------------------
+    def _subscribe_tf_static(self) -> None:
+        try:
+            from tf2_msgs.msg import TFMessage
+        except ImportError:
+            self.log.warning("calib_dir is empty and tf2_msgs is not installed: set calib_dir to "
+                             "the KITTI calibration folder, or no frame can be scored")
+            return
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+        from ..bags.reader import TfStaticBuffer
+
+        self.tf = TfStaticBuffer()
+        qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.tf_sub = self.node.create_subscription(TFMessage, "/tf_static",
+                                                    self.tf.add_message, qos)
+
+    def _on_info(self, msg) -> None:
+        st = stamp_ns(msg.header)
+        with self.lock:
+            self.info_received += 1
+            self.infos[st] = msg
+            while len(self.infos) > self.cfg.queue_size:
+                del self.infos[min(self.infos)]
+            self.latest_info = msg
+            # frames waiting for this info, or whose own info can no longer come (older stamp)
+            ready = [w for w in self.waiting if w[0] <= st]
+            self.waiting = [w for w in self.waiting if w[0] > st]
+        for stamp, msgs in ready:
+            self._score(stamp, msgs)
+
+    def flush(self) -> None:
+        """Score frames still waiting for their camera_info with the newest one."""
+        with self.lock:
+            ready, self.waiting = self.waiting, []
+        for stamp, msgs in ready:
+            self._score(stamp, msgs)
+
+    def _info_for(self, stamp: int, width: int, height: int):
+        with self.lock:
+            info = self.infos.get(stamp)
+            if info is None:
+                info = self.latest_info
+                if info is None:
+                    self.no_info += 1
+                    return None
+                self.info_mismatch += 1
+        if (info.width, info.height) != (width, height):
+            raise ValueError(f"camera_info is {info.width}x{info.height} but depth is "
+                             f"{width}x{height}")
+        return info
+
+    def _add(self, index: int, msg) -> None:
+        self.sync.add(index, stamp_ns(msg.header), msg)
+
+    def _on_frame(self, stamp: int, msgs: list) -> None:
+        # the depth node publishes depth before depth/camera_info: wait for the info briefly
+        with self.lock:
+            if stamp not in self.infos:
+                self.waiting.append((stamp, msgs))
+                while len(self.waiting) > self.cfg.queue_size:
+                    old = self.waiting.pop(0)
+                    ready = [old]
+                else:
+                    ready = []
+            else:
+                ready = [(stamp, msgs)]
+        for st, m in ready:
+            self._score(st, m)
+
+    def _score(self, stamp: int, msgs: list) -> None:
+        from ..bags.pointcloud import cloud_to_xyz
+        from .conversions import camera_matrix, image_to_depth
+
+        depth_msg, cloud = msgs
+        try:
+            T = self.extrinsic
+            if T is None and self.tf is not None:
+                T = self.tf.lookup(depth_msg.header.frame_id, cloud.header.frame_id)
+            if T is None:
+                with self.lock:
+                    self.recorder.skip("no LiDAR -> camera transform")
+                return
+            depth = image_to_depth(depth_msg)
+            info = self._info_for(stamp, depth.shape[1], depth.shape[0])
+            if info is None:
+                with self.lock:
+                    self.recorder.skip("no camera_info yet")
+                return
+            K = camera_matrix(info)
+            gt = lidar_depth(cloud_to_xyz(cloud), K, T, depth.shape[1], depth.shape[0])
+            with self.lock:
+                score = self.recorder.add(stamp, depth, gt, label=f"{stamp * 1e-9:.3f}")
+            if score is not None:
+                self.log.info(f"frame {stamp * 1e-9:.3f}: abs_rel {score.scaled['abs_rel']:.4f} "
+                              f"(metric {score.metric['abs_rel']:.4f}), "
+                              f"{score.valid_pixels} LiDAR pixels")
+        except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the evaluation
+            self.errors += 1
+            with self.lock:
+                self.recorder.skip("bad input")
+            self.log.error(f"frame {stamp * 1e-9:.3f} not scored: {exc}")
+
+    # ----------------------------------------------------------------------------------------
+    def counts(self) -> dict:
+        unmatched = self.sync.unmatched()
+        received = dict(zip(INPUTS, self.sync.received))
+        received["depth/camera_info"] = self.info_received
+        return {"received": received, "unmatched": dict(zip(INPUTS, unmatched)),
+                "matched": self.sync.matched, "errors": self.errors,
+                "info_stamp_mismatch": self.info_mismatch}
+
+    def summary(self) -> dict:
+        with self.lock:
+            s = self.recorder.summary()
+        s.update(self.counts())
+        return s
+
+    def _publish_diagnostics(self) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+        s = self.summary()
+        st = DiagnosticStatus()
+        st.name = f"{self.node.get_name()}: depth vs LiDAR"
+        st.hardware_id = "mono_depth_ros"
+        st.level = DiagnosticStatus.OK if s["frames"] else DiagnosticStatus.WARN
+        st.message = (f"{s['frames']} frames scored, abs_rel {s['abs_rel']:.4f}"
+                      if s["frames"] else "no frame scored yet")
+        vals = {"frames": s["frames"], "matched": s["matched"], "errors": s["errors"]}
+        for k, v in s["received"].items():
+            vals[f"received {k}"] = v
+        for k, v in s["unmatched"].items():
+            vals[f"unmatched {k}"] = v
+        vals["camera_info stamp mismatches"] = s["info_stamp_mismatch"]
+        for k in ("abs_rel", "sq_rel", "rmse", "rmse_log", "d1", "d2", "d3", "metric_abs_rel",
+                  "metric_rmse", "metric_d1"):
+            if k in s:
+                vals[k] = f"{s[k]:.4f}"
+        st.values = [KeyValue(key=k, value=str(v)) for k, v in vals.items()]
+        arr = DiagnosticArray()
+        arr.header.stamp = self.node.get_clock().now().to_msg()
+        arr.status = [st]
+        self.diag_pub.publish(arr)
+
+    def write_report(self) -> dict:
+        self.flush()
+        with self.lock:
+            counts = self.counts()
+            extra = {"unmatched": counts["unmatched"], "received": counts["received"],
+                     "matched": counts["matched"], "errors": counts["errors"],
+                     "info_stamp_mismatch": counts["info_stamp_mismatch"],
+                     "unmatched_images": counts["unmatched"]["depth"]}
+            paths = self.recorder.write(self.cfg.output_dir, extra)
+        self.last_report = {k: str(v) for k, v in paths.items()}
+        return self.last_report
+
+    def _on_trigger(self, request, response):
+        try:
+            paths = self.write_report()
+            s = self.summary()
+            response.success = True
+            response.message = (f"{s['frames']} frames; abs_rel "
+                                f"{s.get('abs_rel', float('nan')):.4f}; {paths['json']}")
+        except Exception as exc:  # noqa: BLE001
+            response.success = False
+            response.message = f"could not write the report: {exc}"
+        return response
+
+
+def main(argv: list[str] | None = None) -> int:
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+    from rclpy.node import Node
+
+    rclpy.init(args=argv if argv is not None else sys.argv)
+    node = Node("kitti_eval_node")
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    rc = 0
+    ev = None
+    try:
+        ev = KittiEvalNode(node)
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except (ConfigError, ValueError) as exc:
+        print(f"kitti_eval_node: error: {exc}", file=sys.stderr)
+        rc = 2
+    finally:
+        if ev is not None and ev.cfg.write_on_shutdown:
+            paths = ev.write_report()
+            s = ev.summary()
+            print(f"kitti_eval_node: {s['frames']} frames scored, unmatched "
+                  f"{s['unmatched']}; report {paths['json']}", flush=True)
+            if s["frames"]:
+                print(format_table(s), flush=True)
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
