@@ -52,8 +52,7 @@ class OnnxRuntimeBackend(DepthBackend):
             opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts,
-                                                providers=providers + ["CPUExecutionProvider"])
+            self.session = self._session(ort, path, opts, providers)
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
             raise ModelLoadError(f"{path}: onnxruntime cannot load it "
                                  f"({str(exc).splitlines()[0][:160]})") from None
@@ -63,6 +62,22 @@ class OnnxRuntimeBackend(DepthBackend):
                                      f"{self.providers}")
         self.path = path
         self.threads = threads
+
+    @staticmethod
+    def _session(ort, path: Path, opts, providers: list[str]):
+        """InferenceSession on ``providers`` + CPU; drops the TensorRT provider if it fails to
+        start (onnxruntime-gpu lists it even where the TensorRT libraries are missing)."""
+        try:
+            return ort.InferenceSession(str(path), sess_options=opts,
+                                        providers=providers + ["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001
+            if "TensorrtExecutionProvider" not in providers:
+                raise
+            log.warning("onnxruntime TensorRT provider failed (%s); trying without it",
+                        str(exc).splitlines()[0][:160])
+            rest = [p for p in providers if p != "TensorrtExecutionProvider"]
+            return ort.InferenceSession(str(path), sess_options=opts,
+                                        providers=rest + ["CPUExecutionProvider"])
 
     @property
     def on_gpu(self) -> bool:
