@@ -21,6 +21,7 @@ OPSET = 17
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("depth", "coarse_depth")
 PACKAGE_VERSION = "0.1.0"
+EXPORT_REVISION = 2  # bump when the exported graph changes; names cached exports
 
 # Every op the exported graph may contain; all are in TensorRT 10's ONNX operator support list
 # (onnx-tensorrt docs/operators.md). test_export checks the graph against it so an architecture
@@ -77,7 +78,8 @@ def build_metadata(ckpt: dict[str, Any], ckpt_sha: str, height: int, width: int)
         "training_data_hash": _data_hash(meta),
         "checkpoint_meta": json.dumps(meta, sort_keys=True, default=str),
         "checkpoint_sha256": ckpt_sha,
-        "exporter": f"mono_depth_ros {PACKAGE_VERSION} onnx_export opset {OPSET}",
+        "exporter": f"mono_depth_ros {PACKAGE_VERSION} onnx_export r{EXPORT_REVISION} "
+                    f"opset {OPSET}",
     }
 
 
@@ -95,7 +97,7 @@ def export_model_bytes(model, height: int, width: int, metadata: dict[str, str])
         torch.onnx.export(model.eval(), (torch.zeros(1, 3, height, width),), buf, dynamo=False,
                           opset_version=OPSET, input_names=[INPUT_NAME],
                           output_names=list(OUTPUT_NAMES), do_constant_folding=True)
-    proto = onnx.load_from_string(buf.getvalue())
+    proto = fold_static_shapes(onnx.load_from_string(buf.getvalue()))
     for k, v in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = k, v
@@ -103,6 +105,55 @@ def export_model_bytes(model, height: int, width: int, metadata: dict[str, str])
     proto.model_version = 1
     check_model_proto(proto)
     return proto.SerializeToString()
+
+
+_FOLDABLE = {"Shape", "Slice", "Concat", "Gather", "Unsqueeze", "Cast", "Constant"}
+
+
+def fold_static_shapes(proto):
+    """Replace Shape ops on static tensors, and the Slice/Concat chains fed only by them and by
+    constants, with constants: every Resize then gets constant ``sizes``, so TensorRT sees a
+    fully static graph with no shape tensors."""
+    import onnx
+    from onnx import numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    shapes = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + \
+            list(inferred.graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        if dims and all(d.HasField("dim_value") for d in dims):
+            shapes[vi.name] = [d.dim_value for d in dims]
+    known = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    keep, folded = [], {}
+    for node in proto.graph.node:
+        value = None
+        if node.op_type == "Shape" and node.input[0] in shapes and len(node.attribute) == 0:
+            value = np.array(shapes[node.input[0]], dtype=np.int64)
+        elif node.op_type in _FOLDABLE and all(i in known for i in node.input if i):
+            single = onnx.helper.make_model(
+                onnx.helper.make_graph([node], "fold", [], [
+                    onnx.helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None)
+                    for o in node.output]),
+                opset_imports=proto.opset_import)
+            feeds = {i: known[i] for i in node.input if i}
+            single.graph.input.extend(onnx.helper.make_tensor_value_info(
+                i, onnx.helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+                for i, v in feeds.items())
+            value = ReferenceEvaluator(single).run(None, feeds)[0]
+        if value is None or len(node.output) != 1:
+            keep.append(node)
+            continue
+        known[node.output[0]] = np.asarray(value)
+        folded[node.output[0]] = np.asarray(value)
+    used = {i for n in keep for i in n.input} | {o.name for o in proto.graph.output}
+    consts = [onnx.helper.make_node("Constant", [], [name],
+                                    value=numpy_helper.from_array(v, name))
+              for name, v in folded.items() if name in used]
+    del proto.graph.node[:]
+    proto.graph.node.extend(consts + keep)
+    return proto
 
 
 def check_model_proto(proto) -> None:

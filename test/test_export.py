@@ -64,6 +64,10 @@ def test_graph_is_tensorrt_friendly(exported):
     modes = {next(a.s for a in n.attribute if a.name == "mode") for n in resize}
     assert modes <= {b"nearest", b"linear"}
     check_model_proto(proto)  # the same rules export enforces
+    # Static shapes are folded: no shape tensors, every Resize gets constant sizes.
+    assert not ops & {"Shape", "Slice", "Gather"}
+    constants = {n.output[0] for n in proto.graph.node if n.op_type == "Constant"}
+    assert all(n.input[3] in constants for n in resize)
 
 
 def test_check_rejects_dynamic_shapes_and_unknown_ops(exported):

@@ -10,7 +10,8 @@
 
 ONNX file resolution (onnxruntime, tensorrt): ``cfg.onnx`` if given (must exist); otherwise the
 shipped ``model.onnx`` if its ``checkpoint_sha256`` metadata matches the checkpoint in use;
-otherwise the checkpoint is exported once into ``<cache>/onnx/<checkpoint sha>.onnx`` and reused.
+otherwise the checkpoint is exported once into ``<cache>/onnx/<checkpoint sha>_r<export
+revision>.onnx`` and reused.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def cache_root(cfg: BackendConfig) -> Path:
 def resolve_onnx(cfg: BackendConfig) -> Path:
     """The ONNX file to run for ``cfg`` (exporting the checkpoint once if none matches it)."""
     from ..model_io import ModelLoadError
-    from ..onnx_export import export_checkpoint, read_metadata, sha256_file
+    from ..onnx_export import EXPORT_REVISION, export_checkpoint, read_metadata, sha256_file
 
     if cfg.onnx:
         path = Path(cfg.onnx)
@@ -60,7 +61,7 @@ def resolve_onnx(cfg: BackendConfig) -> Path:
             return shipped
         log.warning("%s was exported from another checkpoint than %s; using a fresh export",
                     shipped, ckpt)
-    cached = cache_root(cfg) / "onnx" / f"{sha[:16]}.onnx"
+    cached = cache_root(cfg) / "onnx" / f"{sha[:16]}_r{EXPORT_REVISION}.onnx"
     if not cached.is_file():
         log.info("exporting %s to %s (one time)", ckpt, cached)
         export_checkpoint(ckpt, cached)
