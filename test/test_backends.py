@@ -191,3 +191,19 @@ def test_tensorrt_engine_matches_onnxruntime(cache_dir, ort_cpu, frames, precisi
                                          engine_cache_dir=str(cache_dir),
                                          allow_engine_build=False))  # must hit the cache
     assert again.engine_path == trt.engine_path
+
+
+def test_benchmark_table_reports_speedup_against_torch_eager():
+    """Formatting only (no timing in tests): speed-up and share of peak come out right."""
+    from mono_depth_ros.benchmark import _parse_sizes, to_markdown
+
+    assert _parse_sizes("640x192,416x128") == [(192, 640), (128, 416)]
+    with pytest.raises(ValueError, match="multiples of 32"):
+        _parse_sizes("640x190")
+    common = dict(size="640x192", gflop=3.6, p99_ms=0, peak_rss_mib=100)
+    rows = [dict(variant="onnxruntime-cpu", describe="ort", p50_ms=50.0, mean_ms=50.0, **common),
+            dict(variant="torch-cpu", describe="torch", p50_ms=100.0, mean_ms=100.0, **common),
+            dict(variant="tensorrt-fp16", size="640x192", error="TensorRT is not installed")]
+    table = to_markdown(rows, peak=144.0)
+    assert "| ort | 640x192 | 3.60 | 50.0 |" in table and "| 2.00x | 72 (50%) |" in table
+    assert "failed: TensorRT is not installed" in table
