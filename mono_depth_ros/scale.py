@@ -148,3 +148,6 @@ class GroundPlaneScaler:
     def apply(self, depth: np.ndarray, K: np.ndarray) -> np.ndarray:
         """``depth`` rescaled to metres by the updated running scale."""
         return depth * np.float32(self.update(depth, K))
+
+
+GroundPlaneScale = GroundPlaneScaler  # name used by ros/depth_node.py (issue 5)
