@@ -40,7 +40,8 @@ def _setup(context):
     bag = LaunchConfiguration("bag").perform(context)
     if bag:
         pl = specs["kitti_bag_player"]
-        args = [bag, *pl.get("arguments", []), "--rate", LaunchConfiguration("rate").perform(context)]
+        args = [bag, *pl.get("arguments", []), "--rate",
+                LaunchConfiguration("rate").perform(context)]
         actions.append(Node(package=PACKAGE, executable="kitti_bag_player",
                             name="kitti_bag_player", arguments=args, output="screen"))
     return actions

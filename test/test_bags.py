@@ -130,7 +130,8 @@ def test_ros1_kitti2bag_style_bag(tmp_path, bag_0001):
                                                 do_rectify=False)
     info = T["sensor_msgs/msg/CameraInfo"](header=header("camera_color_left"), height=375,
                                            width=1242, distortion_model="plumb_bob",
-                                           D=np.zeros(5), K=calib.K.reshape(-1), R=np.eye(3).reshape(-1),
+                                           D=np.zeros(5), K=calib.K.reshape(-1),
+                                           R=np.eye(3).reshape(-1),
                                            P=calib.P_rect.reshape(-1), binning_x=0, binning_y=0,
                                            roi=roi)
     PF = T["sensor_msgs/msg/PointField"]

@@ -297,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     except (BagWriteError, OSError) as exc:
         print(f"kitti_to_bag: error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {summary['bag']}: {len(summary['frames'])} frames, {summary['scans']} LiDAR scans")
+    print(f"wrote {summary['bag']}: {len(summary['frames'])} frames, "
+          f"{summary['scans']} LiDAR scans")
     return 0
 
 

@@ -37,7 +37,8 @@ def open_bag(path: str | Path):
     if not path.exists():
         raise BagError(f"bag not found: {path}")
     paths = [path]
-    if path.is_file() and path.suffix in (".mcap", ".db3") and (path.parent / "metadata.yaml").is_file():
+    if path.is_file() and path.suffix in (".mcap", ".db3") and \
+            (path.parent / "metadata.yaml").is_file():
         paths = [path.parent]
     try:
         reader = AnyReader(paths)
