@@ -177,7 +177,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls, *, prefix: str = "",
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
-        flag = "--" + prefix + f.name.replace("_", "-")
+        flag = "--" + (prefix + f.name).replace("_", "-")
         help_ = f.metadata.get("help", "")
         typ = types[f.name]
         if typ is bool:

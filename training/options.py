@@ -48,6 +48,9 @@ class TrainConfig:
     max_frames: int = opt(0, "use only the first N training frames (0 = all; for smoke tests)",
                           range=(0, 10**9))
     resume: str = opt("", "checkpoint (last.pt) to resume from")
+    stop_after: int = opt(0, "stop this run once this many epochs (both stages) are done and "
+                          "leave last.pt to resume from (0 = run to the end; for time-sliced "
+                          "or preemptible jobs)", range=(0, 10**9))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -225,6 +225,10 @@ class Trainer:
                 self._write_log()
             self.history.append(row)
             bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['images_per_s']:.1f}")
+            if self._should_stop():
+                if self.is_main:
+                    self._save_last(stage, opt, sched)
+                break
         if self.is_main:
             self._write_log()
 
@@ -297,10 +301,19 @@ class Trainer:
         atomic_write_text(self.out / "log.csv", "\n".join(lines) + "\n")
         plot_curves(self.history, self.out / "loss_curve.png")
 
+    def _should_stop(self) -> bool:
+        return bool(self.cfg.stop_after) and sum(self.done.values()) >= self.cfg.stop_after
+
     def run(self) -> dict:
         t0 = time.perf_counter()
         for stage in self.cfg.stages.split(","):
             self.train_stage(stage)
+            if self._should_stop():
+                self.log(f"stopped after {self.done} epochs as asked; resume from "
+                         f"{self.out / 'last.pt'}")
+                if self.distributed:
+                    dist.destroy_process_group()
+                return {"stopped": dict(self.done)}
         result = {}
         if self.is_main:
             final = self._payload(self.cfg.stages.split(",")[-1])
