@@ -1,0 +1,1 @@
+"""ROS 2 adapters: everything in the package that imports rclpy or ROS message types lives here."""
