@@ -45,6 +45,9 @@ class ModelConfig:
     decoder_channels: int = opt(32, "channels of each coarse-decoder stage", range=(8, 512))
     fine_channels: int = opt(16, "channels of the fine (refinement) network", range=(4, 256))
     fine_layers: int = opt(4, "convolution layers of the fine network", range=(2, 12))
+    layout_prior: bool = opt(True, "coarse net adds a learned per-row log-depth prior (Eigen's "
+                             "fully connected layers learn such a position prior); it starts "
+                             "from the training set's row medians")
     min_depth: float = opt(1.0, "smallest depth the network can output, metres", range=(0.01, 10.0))
     max_depth: float = opt(100.0, "largest depth the network can output, metres",
                            range=(10.0, 1000.0))

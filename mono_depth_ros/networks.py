@@ -129,6 +129,23 @@ class CoarseNet(nn.Module):
         self.reduce = _conv_relu(_SKIP_CHANNELS[-1], c, 1)
         self.up = nn.ModuleList(_conv_relu(c + skip, c) for skip in _SKIP_CHANNELS[-2::-1])
         self.head = nn.Conv2d(c, 1, 3, padding=1)
+        self.use_prior = cfg.layout_prior
+        if self.use_prior:
+            # Learned log depth of each output row; the image-dependent head adds a residual and
+            # starts at zero, so training starts from the prior and can only add what it sees.
+            mid = 0.5 * (self.log_min + self.log_max)
+            self.prior = nn.Parameter(torch.full((1, 1, cfg.height // 4, 1), mid))
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+
+    def set_prior(self, row_depths: list[float]) -> None:
+        """Initialise the layout prior from per-row median depths (metres, any row count)."""
+        d = torch.tensor(row_depths, dtype=torch.float32).clamp(math.exp(self.log_min),
+                                                                math.exp(self.log_max))
+        rows = F.interpolate(torch.log(d).view(1, 1, -1, 1), size=self.prior.shape[-2:],
+                             mode="bilinear", align_corners=False)
+        with torch.no_grad():
+            self.prior.copy_(rows)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         feats = self.encoder(self.normalize(image))
@@ -138,7 +155,14 @@ class CoarseNet(nn.Module):
         for conv, skip in zip(self.up, feats[-2::-1]):
             x = F.interpolate(x, size=skip.shape[-2:], mode="nearest")
             x = conv(torch.cat([x, skip], dim=1))
-        return self.log_min + torch.sigmoid(self.head(x)) * (self.log_max - self.log_min)
+        out = self.head(x)
+        if not self.use_prior:
+            return self.log_min + torch.sigmoid(out) * (self.log_max - self.log_min)
+        prior = self.prior
+        if prior.shape[-2] != out.shape[-2]:  # another input size than the one trained
+            prior = F.interpolate(prior, size=(out.shape[-2], 1), mode="bilinear",
+                                  align_corners=False)
+        return torch.clamp(prior + out, self.log_min, self.log_max)
 
 
 class FineNet(nn.Module):

@@ -31,8 +31,10 @@ def test_fine_starts_as_identity(small_model):
 
 def test_coarse_receptive_field_covers_whole_image(small_model):
     """Eigen's coarse net sees the global layout: one output pixel depends on every corner."""
+    coarse = DepthCascade(ModelConfig(height=64, width=192)).coarse.eval()
+    torch.nn.init.normal_(coarse.head.weight, std=0.1)  # the head starts at zero (prior only)
     x = torch.rand(1, 3, 64, 192, requires_grad=True)
-    out = small_model.coarse(x)
+    out = coarse(x)
     out[0, 0, 0, 0].backward()
     g = x.grad.abs().sum(dim=1)[0]
     assert float(g[-1, -1]) > 0 and float(g[-1, 0]) > 0 and float(g[0, -1]) > 0
@@ -67,3 +69,17 @@ def test_config_validation_and_sources(tmp_path):
     args = p.parse_args(["--width", "640"])
     merged = from_args(ModelConfig, args, cfg)
     assert (merged.height, merged.width) == (96, 640)
+
+
+def test_layout_prior_is_where_training_starts():
+    model = DepthCascade(ModelConfig(height=64, width=192)).eval()
+    rows = list(range(5, 5 + 64))  # metres, one per network row
+    model.coarse.set_prior(rows)
+    out = torch.exp(model.coarse(torch.rand(1, 3, 64, 192)))[0, 0]
+    assert out.shape == (16, 48)
+    assert torch.allclose(out[:, 0], out[:, -1])  # image-blind at the start: rows only
+    assert 5 < float(out[0, 0]) < 10 and 64 < float(out[-1, 0]) < 69
+    # another input size resamples the prior instead of failing
+    assert model.coarse(torch.rand(1, 3, 128, 384)).shape == (1, 1, 32, 96)
+    no_prior = DepthCascade(ModelConfig(height=64, width=192, layout_prior=False))
+    assert not hasattr(no_prior.coarse, "prior")

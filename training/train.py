@@ -87,6 +87,8 @@ class Trainer:
         self.model = DepthCascade(self.model_cfg)
         if cfg.pretrained:
             self.model.coarse.encoder.load_imagenet(imagenet_lite0_weights())
+        if self.model_cfg.layout_prior:
+            self.model.coarse.set_prior(self.row_medians)
         self.history: list[dict] = []
         self.done: dict[str, int] = {"coarse": 0, "fine": 0}
         self._resume_state = None
