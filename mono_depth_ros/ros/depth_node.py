@@ -1,0 +1,384 @@
+"""depth_node: camera image in, dense metric depth out (``ros2 run mono_depth_ros depth_node``).
+
+A thin adapter over the ROS-free core: the backend (``backends.factory``) turns an RGB array into
+depth; this file only moves messages. Read top to bottom: parameters, subscriptions, publications,
+the one image callback (stores the newest frame), the one worker (infers and publishes).
+
+The callback never blocks: it puts the frame in a one-frame slot and a newer frame replaces an
+unprocessed one (counted as dropped), so latency stays bounded when the camera outruns the model.
+See docs/depth_node.md for topics, parameters, QoS and the Fast DDS profile for large images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+import threading
+import time
+import typing
+from collections import deque
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                ParameterType, SetParametersResult)
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import (HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_profile_sensor_data)
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+
+from ..config import (BackendConfig, ConfigError, DepthNodeConfig, ScaleConfig, check_value,
+                      from_dict)
+from .conversions import (ImageFormatError, bgr_image, camera_matrix, check_camera_info,
+                          depth_to_image, depth_to_image_mm, image_to_rgb, points_to_cloud,
+                          scale_camera_info)
+
+NODE_NAME = "depth_node"
+# (parameter prefix, dataclass, every field read-only?) — one parameter per dataclass field.
+PARAMETER_GROUPS = (("", DepthNodeConfig, False), ("", BackendConfig, True),
+                    ("scale.", ScaleConfig, False))
+
+
+class StartupError(RuntimeError):
+    """The node cannot start (bad parameter, missing model, no backend); one line says why."""
+
+
+def parameter_descriptor(f: dataclasses.Field, typ, read_only: bool) -> ParameterDescriptor:
+    """ROS ParameterDescriptor of one config field (type, description, range, read-only)."""
+    md = f.metadata
+    ptype = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
+             float: ParameterType.PARAMETER_DOUBLE}.get(typ, ParameterType.PARAMETER_STRING)
+    desc = ParameterDescriptor(type=ptype, description=md.get("help", ""),
+                               read_only=bool(read_only or md.get("read_only")))
+    if md.get("choices"):
+        desc.additional_constraints = "one of: " + ", ".join(map(str, md["choices"]))
+    rng = md.get("range")
+    if rng and typ is int:
+        desc.integer_range = [IntegerRange(from_value=int(rng[0]), to_value=int(rng[1]), step=0)]
+    elif rng and typ is float:
+        desc.floating_point_range = [FloatingPointRange(from_value=float(rng[0]),
+                                                        to_value=float(rng[1]), step=0.0)]
+    return desc
+
+
+def make_backend(cfg: BackendConfig):
+    """The configured inference backend (``backends.factory``)."""
+    from ..backends.factory import create_backend
+
+    return create_backend(cfg)
+
+
+def make_scaler(cfg: ScaleConfig):
+    """A ground-plane metric scaler for ``cfg`` (None when mode is none)."""
+    if cfg.mode == "none":
+        return None
+    from ..scale import GroundPlaneScaler
+
+    return GroundPlaneScaler(cfg)
+
+
+class LatestSlot:
+    """Holds only the newest frame for the worker; a replaced frame counts as dropped."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._item = None
+        self._closed = False
+        self.dropped = 0
+
+    def put(self, item) -> None:
+        with self._cond:
+            if self._item is not None:
+                self.dropped += 1
+            self._item = item
+            self._cond.notify()
+
+    def take(self, timeout: float = 0.5):
+        """The newest frame, or None after ``timeout`` or once closed."""
+        with self._cond:
+            if self._item is None and not self._closed:
+                self._cond.wait(timeout)
+            item, self._item = self._item, None
+            return None if self._closed else item
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+class DepthNode(Node):
+    """Subscribes image + camera_info, publishes depth, depth/camera_info and optional extras."""
+
+    def __init__(self, **kwargs):
+        super().__init__(NODE_NAME, **kwargs)
+        # --- parameters ------------------------------------------------------------------
+        self._fields: dict[str, tuple[str, type, str]] = {}  # ROS name -> (group, class, field)
+        for prefix, cls, read_only in PARAMETER_GROUPS:
+            hints = typing.get_type_hints(cls)
+            for f in dataclasses.fields(cls):
+                name = prefix + f.name
+                self._fields[name] = (prefix, cls, f.name)
+                try:
+                    self.declare_parameter(name, f.default,
+                                           parameter_descriptor(f, hints[f.name], read_only))
+                except Exception as exc:  # noqa: BLE001 - rclpy raises several types here
+                    raise StartupError(f"parameter {name}: {exc}".splitlines()[0]) from None
+        try:
+            self.cfg = self._config(DepthNodeConfig, "")
+            self.backend_cfg = self._config(BackendConfig, "")
+            self.scale_cfg = self._config(ScaleConfig, "scale.")
+            self.scaler = make_scaler(self.scale_cfg)
+        except ConfigError as exc:
+            raise StartupError(f"bad parameter: {exc}") from None
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.backend = make_backend(self.backend_cfg)  # ModelLoadError / BackendUnavailable
+        self.get_logger().info(f"backend: {self.backend.describe()}")
+
+        # --- subscriptions (sensor-data QoS: best effort, shallow, like camera drivers) ------
+        self.slot = LatestSlot()
+        self.camera_info: CameraInfo | None = None
+        self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data)
+        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info,
+                                 qos_profile_sensor_data)
+
+        # --- publications (reliable, so recorders and RViz get every depth image) ------------
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.cfg.qos_depth,
+                         reliability=ReliabilityPolicy.RELIABLE)
+        self.pub_depth = self.create_publisher(Image, "depth", qos)
+        self.pub_info = self.create_publisher(CameraInfo, "depth/camera_info", qos)
+        self.pub_coarse = self.create_publisher(Image, "depth/coarse", qos)
+        self.pub_color = self.create_publisher(Image, "depth/color", qos)
+        self.pub_points = self.create_publisher(PointCloud2, "depth/points", qos)
+        self.pub_mm = (self.create_publisher(Image, "depth/mm", qos)
+                       if self.cfg.publish_depth_mm else None)
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(self.cfg.diagnostics_period, self._publish_diagnostics)
+
+        # --- statistics and the worker -----------------------------------------------------
+        self.stats_lock = threading.Lock()
+        self.frames_in = self.frames_out = self.rejected = self.failed = 0
+        self.latencies: deque[float] = deque(maxlen=1000)
+        self._last_diag = (time.monotonic(), 0, 0)
+        self._last_error = -math.inf
+        self._suppressed = 0
+        self._warned_no_info = False
+        self._stopping = threading.Event()
+        self.worker = threading.Thread(target=self._work, name="depth_worker", daemon=True)
+        self.worker.start()
+
+    def _config(self, cls, prefix: str, overrides: dict | None = None):
+        """Build one config dataclass from the current parameter values (+ pending changes)."""
+        values = {f.name: self.get_parameter(prefix + f.name).value
+                  for f in dataclasses.fields(cls)}
+        values.update(overrides or {})
+        return from_dict(cls, values)
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        """Reject invalid values with the reason; apply valid run-time changes atomically."""
+        pending: dict[str, dict] = {}
+        try:
+            for p in params:
+                if p.name not in self._fields:
+                    raise ConfigError(f"unknown parameter {p.name}")
+                prefix, cls, name = self._fields[p.name]
+                pending.setdefault(prefix + cls.__name__, {})[name] = check_value(cls, name,
+                                                                                  p.value)
+            cfg = self._config(DepthNodeConfig, "", pending.get(DepthNodeConfig.__name__))
+            scale_cfg = self._config(ScaleConfig, "scale.",
+                                     pending.get("scale." + ScaleConfig.__name__))
+            scaler = make_scaler(scale_cfg) if scale_cfg != self.scale_cfg else self.scaler
+        except ConfigError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        self.cfg, self.scale_cfg, self.scaler = cfg, scale_cfg, scaler
+        return SetParametersResult(successful=True)
+
+    # --- the one image callback: cheap, never blocks ---------------------------------------
+    def _on_image(self, msg: Image) -> None:
+        with self.stats_lock:
+            self.frames_in += 1
+        self.slot.put((msg, time.monotonic()))
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        self.camera_info = msg
+
+    # --- the one worker: newest frame -> depth -> publish -----------------------------------
+    def _work(self) -> None:
+        while not self._stopping.is_set():
+            item = self.slot.take()
+            if item is None:
+                continue
+            msg, t_recv = item
+            try:
+                self._process(msg)
+            except ImageFormatError as exc:
+                with self.stats_lock:
+                    self.rejected += 1
+                self._throttled_error(f"dropped image (frame_id '{msg.header.frame_id}'): {exc}")
+                continue
+            except Exception as exc:  # noqa: BLE001 - keep serving; the line names the failure
+                if self._stopping.is_set():
+                    return
+                with self.stats_lock:
+                    self.failed += 1
+                self._throttled_error(f"depth failed: {type(exc).__name__}: {exc}"
+                                      .splitlines()[0])
+                continue
+            with self.stats_lock:
+                self.frames_out += 1
+                self.latencies.append(time.monotonic() - t_recv)
+
+    def _process(self, msg: Image) -> None:
+        """Infer one frame and publish every output someone needs."""
+        cfg = self.cfg
+        rgb = image_to_rgb(msg, cfg.max_pixels)
+        if not msg.header.frame_id:
+            self._throttled_error("image has an empty header.frame_id; publishing depth with it "
+                                  "empty (set frame_id in the camera driver)")
+        size = (cfg.output_height, cfg.output_width) if cfg.output_width else rgb.shape[:2]
+        result = self.backend.infer(rgb, size)
+        info = self._matching_info(size)
+        K = camera_matrix(info) if info is not None else None
+        scale = 1.0
+        if self.scaler is not None and K is not None:
+            scale = float(self.scaler.update(result.fine, K))
+        fine = self._mask(result.fine * scale, cfg)
+        if self._stopping.is_set():
+            return
+        self.pub_depth.publish(depth_to_image(fine, msg.header))
+        if info is not None:
+            self.pub_info.publish(info)
+        if self.pub_mm is not None:
+            self.pub_mm.publish(depth_to_image_mm(fine, msg.header))
+        if self.pub_coarse.get_subscription_count():
+            self.pub_coarse.publish(depth_to_image(self._mask(result.coarse * scale, cfg),
+                                                   msg.header))
+        if self.pub_color.get_subscription_count():
+            from ..colorize import colorize
+
+            self.pub_color.publish(bgr_image(colorize(fine, cfg.color_min_depth,
+                                                      cfg.color_max_depth), msg.header))
+        if K is not None and self.pub_points.get_subscription_count():
+            from ..geometry import backproject
+
+            s = cfg.points_stride
+            pts = backproject(fine, K)[::s, ::s]
+            pts[~np.isfinite(fine[::s, ::s])] = np.nan
+            self.pub_points.publish(points_to_cloud(pts, msg.header, rgb_at(rgb, size)[::s, ::s]))
+
+    @staticmethod
+    def _mask(depth: np.ndarray, cfg: DepthNodeConfig) -> np.ndarray:
+        """float32 depth with NaN outside [min_depth, max_depth] and where not finite (REP 118)."""
+        d = np.asarray(depth, dtype=np.float32)
+        d[~((d >= cfg.min_depth) & (d <= cfg.max_depth))] = np.nan
+        return d
+
+    def _matching_info(self, size: tuple[int, int]) -> CameraInfo | None:
+        """Latest camera_info scaled to the output size; None (warned once) when unusable."""
+        info = self.camera_info
+        if info is None:
+            if not self._warned_no_info:
+                self._warned_no_info = True
+                self.get_logger().warning(
+                    "no camera_info received yet: publishing depth without depth/camera_info, "
+                    "depth/points and ground-plane scale")
+            return None
+        try:
+            check_camera_info(info)
+        except ValueError as exc:
+            self._throttled_error(f"ignoring camera_info: {exc}")
+            return None
+        return scale_camera_info(info, size[1], size[0])
+
+    def _throttled_error(self, text: str) -> None:
+        """Log at most one error line per ``error_throttle`` seconds, counting the rest."""
+        now = time.monotonic()
+        if now - self._last_error < self.cfg.error_throttle:
+            self._suppressed += 1
+            return
+        extra = f" (+{self._suppressed} similar suppressed)" if self._suppressed else ""
+        self._last_error, self._suppressed = now, 0
+        self.get_logger().error(text + extra)
+
+    def _publish_diagnostics(self) -> None:
+        """One DiagnosticStatus: backend, rates, latency percentiles, dropped / rejected frames."""
+        now = time.monotonic()
+        with self.stats_lock:
+            n_in, n_out, rejected, failed = (self.frames_in, self.frames_out, self.rejected,
+                                             self.failed)
+            lat = np.array(self.latencies, dtype=np.float64)
+        t0, in0, out0 = self._last_diag
+        self._last_diag = (now, n_in, n_out)
+        dt = max(now - t0, 1e-6)
+        p50, p99 = (np.percentile(lat, [50, 99]) * 1000) if lat.size else (math.nan, math.nan)
+        status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: depth estimation",
+                                  hardware_id=self.backend.describe())
+        status.level, status.message = DiagnosticStatus.OK, "running"
+        if n_in == in0:
+            status.level, status.message = DiagnosticStatus.WARN, "no input images"
+        if failed:
+            status.level, status.message = DiagnosticStatus.ERROR, "inference failures"
+        values = {"backend": self.backend.describe(), "input_rate_hz": (n_in - in0) / dt,
+                  "output_rate_hz": (n_out - out0) / dt, "latency_p50_ms": p50,
+                  "latency_p99_ms": p99, "frames_in": n_in, "frames_out": n_out,
+                  "dropped_frames": self.slot.dropped, "rejected_frames": rejected,
+                  "failed_frames": failed, "camera_info": self.camera_info is not None,
+                  "scale_mode": self.scale_cfg.mode,
+                  "scale": getattr(self.scaler, "scale", None) or 1.0}
+        status.values = [KeyValue(key=k, value=f"{v:.2f}" if isinstance(v, float) else str(v))
+                         for k, v in values.items()]
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.pub_diag.publish(msg)
+
+    def stop(self, timeout: float = 1.0) -> bool:
+        """Stop the worker; True when it finished within ``timeout`` seconds."""
+        self._stopping.set()
+        self.slot.close()
+        self.worker.join(timeout)
+        return not self.worker.is_alive()
+
+
+def rgb_at(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The input colours at the output size (for coloured points)."""
+    if rgb.shape[:2] == tuple(size):
+        return rgb
+    import cv2
+
+    return cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+
+
+def main(args: list[str] | None = None) -> None:
+    """Console script: run the node until SIGINT; exit 2 with one line if it cannot start."""
+    from ..backends.base import BackendUnavailable
+    from ..model_io import ModelLoadError
+
+    rclpy.init(args=args)
+    try:
+        node = DepthNode()
+    except (StartupError, ModelLoadError, BackendUnavailable, ConfigError) as exc:
+        print(f"{NODE_NAME}: error: {exc}".splitlines()[0], file=sys.stderr, flush=True)
+        rclpy.try_shutdown()
+        sys.exit(2)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finished = node.stop(timeout=1.0)
+    executor.shutdown(timeout_sec=0.2)
+    node.destroy_node()
+    rclpy.try_shutdown()
+    if not finished:  # the worker is inside one inference; do not wait for it
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
