@@ -286,6 +286,24 @@ def test_valid_run_time_change_is_applied(node, client):
     client.set_parameters("depth_node", {"max_depth": 1000.0})
 
 
+def test_parameter_descriptors_come_from_the_config_metadata(node, client):
+    from rcl_interfaces.msg import ParameterType
+    from rcl_interfaces.srv import DescribeParameters
+
+    names = ["max_depth", "points_stride", "backend", "publish_depth_mm", "scale.mode"]
+    resp = client.call(DescribeParameters, "/depth_node/describe_parameters",
+                       DescribeParameters.Request(names=names))
+    assert resp is not None
+    d = {x.name: x for x in resp.descriptors}
+    assert d["max_depth"].type == ParameterType.PARAMETER_DOUBLE
+    assert d["max_depth"].floating_point_range[0].from_value == 0.01
+    assert "NaN" in d["max_depth"].description
+    assert d["points_stride"].integer_range[0].to_value == 32
+    assert d["backend"].read_only and d["publish_depth_mm"].read_only
+    assert not d["max_depth"].read_only
+    assert "ground_plane" in d["scale.mode"].additional_constraints
+
+
 def test_sigint_during_inference_exits_cleanly_within_2s(node, client):
     client.publish(kitti_image_msg(FRAMES[0]), kitti_info_msg(), next_stamp())
     time.sleep(0.3)
