@@ -147,7 +147,17 @@ def fold_static_shapes(proto):
             continue
         known[node.output[0]] = np.asarray(value)
         folded[node.output[0]] = np.asarray(value)
-    used = {i for n in keep for i in n.input} | {o.name for o in proto.graph.output}
+    # Identity of an initializer (the exporter emits these for reused folded weights): rewire.
+    outputs = {o.name for o in proto.graph.output}
+    alias = {n.output[0]: n.input[0] for n in keep
+             if n.op_type == "Identity" and n.input[0] in known and n.output[0] not in outputs}
+    keep = [n for n in keep if n.output[0] not in alias] if alias else keep
+    for n in keep:
+        for i, name in enumerate(n.input):
+            while name in alias:
+                name = alias[name]
+            n.input[i] = name
+    used = {i for n in keep for i in n.input} | outputs
     consts = [onnx.helper.make_node("Constant", [], [name],
                                     value=numpy_helper.from_array(v, name))
               for name, v in folded.items() if name in used]
