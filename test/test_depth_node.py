@@ -286,6 +286,23 @@ def test_valid_run_time_change_is_applied(node, client):
     client.set_parameters("depth_node", {"max_depth": 1000.0})
 
 
+def test_ground_plane_scale_multiplies_depth_by_the_reported_scale(node, client):
+    _, msg, _ = send_good(client, node, FRAMES[0])
+    plain = depth_array(msg)
+    res = client.set_parameters("depth_node", {"scale.mode": "ground_plane",
+                                               "scale.camera_height": 1.65})
+    assert all(r.successful for r in res), [r.reason for r in res]
+    try:
+        _, msg, _ = send_good(client, node, FRAMES[0])
+        scaled = depth_array(msg)
+        diag = latest_diagnostics(client)
+        assert diag["scale_mode"] == "ground_plane"
+        ratio = scaled / plain
+        np.testing.assert_allclose(ratio, float(diag["scale"]), rtol=1e-3)
+    finally:
+        client.set_parameters("depth_node", {"scale.mode": "none"})
+
+
 def test_parameter_descriptors_come_from_the_config_metadata(node, client):
     from rcl_interfaces.msg import ParameterType
     from rcl_interfaces.srv import DescribeParameters

@@ -329,7 +329,7 @@ class DepthNode(Node):
                   "failed_frames": failed, "camera_info": self.camera_info is not None,
                   "scale_mode": self.scale_cfg.mode,
                   "scale": getattr(self.scaler, "scale", None) or 1.0}
-        status.values = [KeyValue(key=k, value=f"{v:.2f}" if isinstance(v, float) else str(v))
+        status.values = [KeyValue(key=k, value=f"{v:.6g}" if isinstance(v, float) else str(v))
                          for k, v in values.items()]
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
