@@ -70,3 +70,10 @@ def test_parameter_file_matches_the_node_defaults():
         assert value == defaults[key] and type(value) is type(defaults[key]), key
     for f in dataclasses.fields(DepthNodeConfig):
         assert f.name in params, f"depth_node.yaml lacks {f.name}"
+
+
+def test_docs_list_every_node_parameter():
+    doc = (REPO / "docs/depth_node.md").read_text()
+    for cls in (DepthNodeConfig, BackendConfig):
+        for f in dataclasses.fields(cls):
+            assert f"| `{f.name}` |" in doc, f"docs/depth_node.md lacks parameter {f.name}"
