@@ -45,6 +45,15 @@ def node(env, tmp_path_factory):
 def client(node):
     c = Client(DOMAIN_ID, extra_topics=("depth/mm",))
     assert c.wait_matched(30), f"client and depth_node never matched; node log:\n{node.log()}"
+    # Matching is seen by the publisher first; a best-effort frame sent in that instant can be
+    # lost by DDS, not by the node. So: send frames (no camera_info) until one is answered.
+    for attempt in range(4):
+        stamp = (1, attempt)
+        c.publish(kitti_image_msg(FRAMES[0]), None, stamp)
+        if c.wait_for("depth", stamp, 20) is not None:
+            break
+    else:
+        pytest.fail(f"depth_node answered none of 4 frames; node log:\n{node.log()}")
     yield c
     c.close()
 
