@@ -114,6 +114,18 @@ def test_depth_matches_predict_cli(node, client, predicted):
         np.testing.assert_allclose(mm_m[ok], depth[ok], atol=6e-4)
 
 
+def test_depth_camera_info_takes_the_image_header(node, client):
+    info = kitti_info_msg()
+    info.header.stamp.sec, info.header.frame_id = 7, "calibration_time_frame"
+    client.pub_info.publish(info)  # an earlier camera_info with another stamp and frame
+    time.sleep(0.3)
+    stamp = next_stamp()
+    client.publish(kitti_image_msg(FRAMES[0]), None, stamp)
+    got = client.wait_for("depth/camera_info", stamp, 30)
+    assert got is not None, "depth/camera_info must carry the depth image's stamp"
+    assert got[1].header.frame_id == "camera_optical"
+
+
 def test_extra_outputs_follow_subscribers(node, client):
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image, PointCloud2

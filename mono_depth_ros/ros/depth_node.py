@@ -167,7 +167,7 @@ class DepthNode(Node):
         self._last_diag = (time.monotonic(), 0, 0)
         self._last_error = -math.inf
         self._suppressed = 0
-        self._warned_no_info = False
+        self._warned_no_info = self._warned_no_frame = False
         self._stopping = threading.Event()
         self.worker = threading.Thread(target=self._work, name="depth_worker", daemon=True)
         self.worker.start()
@@ -237,12 +237,13 @@ class DepthNode(Node):
         """Infer one frame and publish every output someone needs."""
         cfg = self.cfg
         rgb = image_to_rgb(msg, cfg.max_pixels)
-        if not msg.header.frame_id:
-            self._throttled_error("image has an empty header.frame_id; publishing depth with it "
-                                  "empty (set frame_id in the camera driver)")
+        if not msg.header.frame_id and not self._warned_no_frame:
+            self._warned_no_frame = True
+            self.get_logger().warning("images have an empty header.frame_id; depth keeps it "
+                                      "empty (set the optical frame in the camera driver)")
         size = (cfg.output_height, cfg.output_width) if cfg.output_width else rgb.shape[:2]
         result = self.backend.infer(rgb, size)
-        info = self._matching_info(size)
+        info = self._matching_info(size, msg.header)
         K = camera_matrix(info) if info is not None else None
         scale = 1.0
         if self.scaler is not None and K is not None:
@@ -278,8 +279,9 @@ class DepthNode(Node):
         d[~((d >= cfg.min_depth) & (d <= cfg.max_depth))] = np.nan
         return d
 
-    def _matching_info(self, size: tuple[int, int]) -> CameraInfo | None:
-        """Latest camera_info scaled to the output size; None (warned once) when unusable."""
+    def _matching_info(self, size: tuple[int, int], header) -> CameraInfo | None:
+        """Latest camera_info scaled to the output size, with the image's header; None (warned
+        once) when there is none or it is unusable."""
         info = self.camera_info
         if info is None:
             if not self._warned_no_info:
@@ -293,7 +295,7 @@ class DepthNode(Node):
         except ValueError as exc:
             self._throttled_error(f"ignoring camera_info: {exc}")
             return None
-        return scale_camera_info(info, size[1], size[0])
+        return scale_camera_info(info, size[1], size[0], header)
 
     def _throttled_error(self, text: str) -> None:
         """Log at most one error line per ``error_throttle`` seconds, counting the rest."""
