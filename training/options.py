@@ -25,8 +25,8 @@ class TrainConfig:
                                                                           "fine"))
     init_coarse: str = opt("", "checkpoint whose coarse net starts the fine stage "
                            "(when only the fine stage runs)")
-    coarse_epochs: int = opt(120, "epochs of the coarse stage", range=(0, 100000))
-    fine_epochs: int = opt(60, "epochs of the fine stage", range=(0, 100000))
+    coarse_epochs: int = opt(60, "epochs of the coarse stage", range=(0, 100000))
+    fine_epochs: int = opt(30, "epochs of the fine stage", range=(0, 100000))
     batch_size: int = opt(4, "images per step (per process under torchrun)", range=(1, 1024))
     lr_coarse: float = opt(3e-4, "AdamW learning rate of the coarse decoder", range=(0.0, 1.0))
     encoder_lr_mult: float = opt(0.3, "encoder learning rate relative to lr_coarse",
