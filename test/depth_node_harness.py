@@ -25,12 +25,17 @@ FRAMES = [DRIVE1 / "image_02/data/0000000005.png", DRIVE1 / "image_02/data/00000
 
 
 def ros_env(domain_id: int) -> dict[str, str]:
-    """Set (in this process) and return the environment every rclpy process of a test uses."""
+    """Environment for a node subprocess of a test; also makes this process loopback-only.
+
+    Discovery range, RMW and profile go into os.environ (the same values the Makefile exports,
+    needed before this process's first rclpy.init); the domain id only into the returned copy,
+    since the in-process client passes it to rclpy.init explicitly and other modules use others.
+    """
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    os.environ["ROS_DOMAIN_ID"] = str(domain_id)
     os.environ["RMW_IMPLEMENTATION"] = "rmw_fastrtps_cpp"
     os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(PROFILE)
     env = dict(os.environ)
+    env["ROS_DOMAIN_ID"] = str(domain_id)
     env["PYTHONUNBUFFERED"] = "1"
     env["RCUTILS_LOGGING_BUFFERED_STREAM"] = "0"
     return env

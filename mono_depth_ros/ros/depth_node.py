@@ -245,9 +245,9 @@ class DepthNode(Node):
         result = self.backend.infer(rgb, size)
         info = self._matching_info(size, msg.header)
         K = camera_matrix(info) if info is not None else None
-        scale = 1.0
-        if self.scaler is not None and K is not None:
-            scale = float(self.scaler.update(result.fine, K))
+        scale, scaler = 1.0, self.scaler  # one read: a parameter change may replace it
+        if scaler is not None and K is not None:
+            scale = float(scaler.update(result.fine, K))
         fine = self._mask(result.fine * scale, cfg)
         if self._stopping.is_set():
             return
