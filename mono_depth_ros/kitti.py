@@ -149,6 +149,19 @@ def read_velodyne(path: str | Path) -> np.ndarray:
     return raw.reshape(-1, 4)
 
 
+def _imread(path: Path, flags: int):
+    """cv2.imread without OpenCV's own log lines: callers report a failure in one line."""
+    import cv2
+
+    log = cv2.utils.logging
+    level = log.getLogLevel()
+    log.setLogLevel(log.LOG_LEVEL_SILENT)
+    try:
+        return cv2.imread(str(path), flags)
+    finally:
+        log.setLogLevel(level)
+
+
 def read_rgb(path: str | Path) -> np.ndarray:
     """Image file as uint8 HxWx3 RGB."""
     import cv2
@@ -156,7 +169,7 @@ def read_rgb(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise KittiFormatError(f"image not found: {path}")
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    bgr = _imread(path, cv2.IMREAD_COLOR)
     if bgr is None:
         raise KittiFormatError(f"{path}: not a readable image (corrupt or unsupported format)")
     return np.ascontiguousarray(bgr[:, :, ::-1])
@@ -169,7 +182,7 @@ def read_depth_png(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise KittiFormatError(f"depth PNG not found: {path}")
-    raw = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH)
+    raw = _imread(path, cv2.IMREAD_ANYDEPTH)
     if raw is None:
         raise KittiFormatError(f"{path}: not a readable PNG (corrupt or truncated)")
     if raw.dtype != np.uint16 or raw.ndim != 2:
