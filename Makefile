@@ -35,5 +35,12 @@ train: venv
 evaluate: venv
 	$(BIN)/python -m training.evaluate --checkpoint models/default/model.pt --out outputs/eval
 
+export: venv
+	$(BIN)/python -m training.export --checkpoint models/default/model.pt --out models/default
+
+benchmark: venv
+	$(BIN)/python -m mono_depth_ros.benchmark --threads 1
+	ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-43} $(BIN)/python -m mono_depth_ros.ros.node_benchmark --frames 1000 --bare-frames 200 --backend auto
+
 clean:
 	rm -rf build install log outputs demo_output .pytest_cache
