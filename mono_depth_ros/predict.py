@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -98,10 +99,13 @@ def run(argv: list[str] | None = None) -> int:
         backend = make_backend(args.backend, args.model, args.threads)
         out_dir = Path(args.out)
         out_dir.mkdir(parents=True, exist_ok=True)
+        times = []
         for path in tqdm(images, desc=f"predict ({backend.describe()})", unit="img",
                          disable=len(images) < 2):
             rgb = read_rgb(path)
+            t0 = time.perf_counter()
             result = backend.infer(rgb)
+            times.append(time.perf_counter() - t0)
             depth = result.fine if args.stage == "fine" else result.coarse
             write_output(out_dir / path.stem, depth, args.format)
     except (PredictError, KittiFormatError, ModelLoadError, OSError) as exc:
@@ -110,7 +114,9 @@ def run(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - e.g. BackendUnavailable, ConfigError: one line
         print(f"mono_depth_predict: error: {exc}".splitlines()[0], file=sys.stderr)
         return 2
-    print(f"wrote {len(images)} {args.format} depth map(s) to {out_dir}")
+    print(f"wrote {len(images)} {args.format} depth map(s) to {out_dir}; {backend.describe()}: "
+          f"median {1000 * float(np.median(times)):.1f} ms per frame (pre-processing, inference, "
+          f"resizing to the input size; the first frame includes warm-up)")
     return 0
 
 
