@@ -10,7 +10,7 @@ import os
 import yaml
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
@@ -41,6 +41,13 @@ def _setup(context):
 def generate_launch_description():
     share = get_package_share_directory(PACKAGE)
     return LaunchDescription([
+        # Camera-size images need Fast DDS's larger shared-memory segment in EVERY process of
+        # the graph (docs/depth_node.md); an already exported profile wins.
+        DeclareLaunchArgument("dds_profile", default_value=os.environ.get(
+            "FASTDDS_DEFAULT_PROFILES_FILE",
+            os.path.join(share, "config", "fastdds_large_images.xml")),
+            description="Fast DDS XML profile for large images"),
+        SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", LaunchConfiguration("dds_profile")),
         DeclareLaunchArgument("config", default_value=os.path.join(share, "config",
                                                                    "kitti_eval.yaml")),
         DeclareLaunchArgument("model", default_value="", description="checkpoint (.pt); "

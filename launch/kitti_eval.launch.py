@@ -10,7 +10,8 @@ import os
 import yaml
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, OpaqueFunction
+from launch.actions import (DeclareLaunchArgument, IncludeLaunchDescription, OpaqueFunction,
+                            SetEnvironmentVariable)
 from launch.conditions import IfCondition
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration
@@ -51,6 +52,13 @@ def generate_launch_description():
     share = get_package_share_directory(PACKAGE)
     config = LaunchConfiguration("config")
     return LaunchDescription([
+        # Camera-size images need Fast DDS's larger shared-memory segment in EVERY process of
+        # the graph (docs/depth_node.md); an already exported profile wins.
+        DeclareLaunchArgument("dds_profile", default_value=os.environ.get(
+            "FASTDDS_DEFAULT_PROFILES_FILE",
+            os.path.join(share, "config", "fastdds_large_images.xml")),
+            description="Fast DDS XML profile for large images"),
+        SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", LaunchConfiguration("dds_profile")),
         DeclareLaunchArgument("config", default_value=os.path.join(share, "config",
                                                                    "kitti_eval.yaml")),
         DeclareLaunchArgument("bag", default_value="", description="bag to play (empty: none; "

@@ -29,9 +29,20 @@ def test_launch_files_parse_and_name_real_executables_and_files():
                 if isinstance(pkg, ast.Constant) and pkg.value == "rviz2":
                     continue
                 assert exe in CONSOLE, f"{p.name}: {exe} is not a console script"
-        for name in re.findall(r'"([\w.]+\.(?:yaml|rviz|launch\.py))"', p.read_text()):
+        for name in re.findall(r'"([\w.]+\.(?:yaml|rviz|xml|launch\.py))"', p.read_text()):
             found = list(REPO.glob(f"*/{name}"))
             assert found, f"{p.name} names {name}, which is not in config/ or launch/"
+
+
+def test_launch_files_set_the_large_image_dds_profile():
+    """Camera-size images need the Fast DDS profile in every process the launch file starts."""
+    for p in LAUNCH:
+        calls = [c for c in ast.walk(ast.parse(p.read_text())) if isinstance(c, ast.Call)
+                 and getattr(c.func, "id", "") == "SetEnvironmentVariable"]
+        assert any(isinstance(c.args[0], ast.Constant)
+                   and c.args[0].value == "FASTDDS_DEFAULT_PROFILES_FILE" for c in calls), p.name
+        assert "fastdds_large_images.xml" in p.read_text(), p.name
+    assert (REPO / "config" / "fastdds_large_images.xml").is_file()
 
 
 def test_bringup_yaml_matches_topics_and_executables():
