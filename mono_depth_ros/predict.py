@@ -96,13 +96,14 @@ def run(argv: list[str] | None = None) -> int:
 
     try:
         images = collect_images(args.images)
+        first = read_rgb(images[0])  # a bad image fails before the model is loaded
         backend = make_backend(args.backend, args.model, args.threads)
         out_dir = Path(args.out)
         out_dir.mkdir(parents=True, exist_ok=True)
         times = []
-        for path in tqdm(images, desc=f"predict ({backend.describe()})", unit="img",
-                         disable=len(images) < 2):
-            rgb = read_rgb(path)
+        for i, path in enumerate(tqdm(images, desc=f"predict ({backend.describe()})", unit="img",
+                                      disable=len(images) < 2)):
+            rgb = first if i == 0 else read_rgb(path)
             t0 = time.perf_counter()
             result = backend.infer(rgb)
             times.append(time.perf_counter() - t0)
