@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     print("[demo] 5/5 depth strip + GIF", flush=True)
     strip_path, gif_path = write_strip_and_gif(out, strip)
 
-    print("\nper-frame (default model, median-scaled abs_rel / metric abs_rel):")
+    print("\nper-frame (default model, median-scaled abs_rel / metric abs_rel; drive 0001 is the "
+          "model's held-out validation drive, 0005/137 one of its 16 training frames):")
     for r in rows:
         if "abs_rel" in r:
             print(f"  {r['frame']:>10}  {r['abs_rel']:.4f} / {r['metric_abs_rel']:.4f}  "
