@@ -85,14 +85,19 @@ def test_offline_with_a_known_prediction(bag, tmp_path):
         assert s2[k] == pytest.approx(s[k], rel=1e-5), k
 
 
-def test_training_evaluate_uses_the_same_metrics():
-    ev = pytest.importorskip("training.evaluate", reason="training.evaluate not written yet")
-    import mono_depth_ros.metrics as metrics
+def test_offline_equals_training_evaluate(offline, backend):
+    """evaluate_bag and `python -m training.evaluate` give the same numbers on the same frames."""
+    from training import data as D
+    from training.evaluate import evaluate_frames
 
-    fn = getattr(ev, "score_frame", None)
-    if fn is None:
-        pytest.skip("training.evaluate does not import score_frame by name")
-    assert fn is metrics.score_frame
+    got, _ = offline
+    frames = [f for f in D.read_index(REPO / "data" / "kitti_sample" / "index.tsv")
+              if f.frame_id.endswith(("drive_0001_sync/0000000005", "drive_0005_sync/0000000137"))]
+    samples = [D.load_sample(f, ("lidar",)) for f in frames]
+    assert len(samples) == 2 and all(s.gt_kind == "lidar" for s in samples)
+    want = mean_scores(evaluate_frames(backend, samples, None, progress=False)["fine"])
+    for k in KEYS:
+        assert got[k] == pytest.approx(want[k], rel=1e-9, abs=1e-12), k
 
 
 def ros_env(domain: int) -> dict:
