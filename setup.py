@@ -2,7 +2,8 @@
 
 ``colcon build`` puts console scripts in ``lib/mono_depth_ros`` (``ros2 run`` finds them there, see
 setup.cfg); ``pip install -e .`` puts them in the venv's ``bin``. Only the runtime package
-``mono_depth_ros`` is installed; ``training/`` runs from the repository (``python -m training.train``).
+``mono_depth_ros`` is installed; ``training/`` runs from the repository
+(``python -m training.train``).
 """
 
 from glob import glob

@@ -121,7 +121,8 @@ def _parse_sizes(text: str) -> list[tuple[int, int]]:
 
 def to_markdown(rows: list[dict], peak: float) -> str:
     """Rows as one markdown table (speed-up relative to torch-cpu at the same size)."""
-    ref = {r["size"]: r["p50_ms"] for r in rows if r.get("variant") == "torch-cpu" and "p50_ms" in r}
+    ref = {r["size"]: r["p50_ms"] for r in rows
+           if r.get("variant") == "torch-cpu" and "p50_ms" in r}
     out = ["| backend | input (WxH) | GFLOP | p50 ms | p99 ms | fps | peak RSS MiB "
            "| speed-up vs torch eager | GFLOP/s (share of peak) |",
            "|---|---|---|---|---|---|---|---|---|"]
@@ -187,8 +188,8 @@ def main(argv: list[str] | None = None) -> int:
                 res.setdefault("size", f"{w}x{h}")
                 res["gflop"] = gflop
                 rows.append(res)
-                print(f"# {v} {w}x{h}: " + (f"p50 {res['p50_ms']:.1f} ms" if "p50_ms" in res
-                                             else res["error"]), file=sys.stderr)
+                took = f"p50 {res['p50_ms']:.1f} ms" if "p50_ms" in res else res["error"]
+                print(f"# {v} {w}x{h}: {took}", file=sys.stderr)
     print(f"cpu cores: {os.cpu_count()}, load average at start: "
           f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, iterations: {args.iters}, "
           f"threads: {args.threads or 'library default'}\n")

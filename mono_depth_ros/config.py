@@ -1,4 +1,4 @@
-"""Typed configuration: one dataclass per component, shared by CLI flags, YAML files and ROS parameters.
+"""Typed configuration: one dataclass per component, shared by CLI flags, YAML and ROS parameters.
 
 Each field carries its documentation and limits in ``metadata`` (``help``, ``choices``, ``range``,
 ``read_only``), so argparse options, YAML validation and ROS parameter descriptors are all made from
@@ -279,6 +279,7 @@ class ScaleConfig:
 
 # === depth node (issue 5) ===
 
+
 @dataclass
 class DepthNodeConfig:
     """The ROS depth node: output size, validity range, extra outputs, QoS and diagnostics."""
@@ -359,7 +360,7 @@ class BagPlayerConfig:
 
 @dataclass
 class EvalNodeConfig:
-    """kitti_eval_node and evaluate_bag: Eigen metrics of predicted depth against projected LiDAR."""
+    """kitti_eval_node and evaluate_bag: Eigen metrics of predicted depth vs projected LiDAR."""
 
     calib_dir: str = opt("", "folder with KITTI calib_cam_to_cam.txt + calib_velo_to_cam.txt (the "
                          "drive's date folder); empty: take velo -> camera from /tf_static")

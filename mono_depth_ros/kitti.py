@@ -176,7 +176,7 @@ def read_rgb(path: str | Path) -> np.ndarray:
 
 
 def read_depth_png(path: str | Path) -> np.ndarray:
-    """KITTI depth-benchmark PNG (uint16, metres x 256, 0 = invalid) as float32 metres (0 = none)."""
+    """KITTI depth-benchmark PNG (uint16, metres x 256, 0 = invalid) as float32 metres."""
     import cv2
 
     path = Path(path)
@@ -192,7 +192,7 @@ def read_depth_png(path: str | Path) -> np.ndarray:
 
 
 def write_depth_png(path: str | Path, depth_m: np.ndarray) -> None:
-    """Write metres as the KITTI uint16 PNG convention (x256, 0 = invalid, saturates at 255.99 m)."""
+    """Write metres in the KITTI uint16 PNG convention (x256, 0 = invalid, max 255.99 m)."""
     import cv2
 
     d = np.nan_to_num(np.asarray(depth_m, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)

@@ -211,6 +211,6 @@ def format_table(summary: dict) -> str:
     rows = [head]
     for prefix, name in (("", "scaled"), ("metric_", "metric")):
         vals = [summary.get(prefix + k) for k in METRIC_NAMES]
-        rows.append(f"{name:<10}" + " ".join(f"{v:9.4f}" if v is not None else f"{'-':>9}"
-                                            for v in vals))
+        cells = (f"{v:9.4f}" if v is not None else f"{'-':>9}" for v in vals)
+        rows.append(f"{name:<10}" + " ".join(cells))
     return "\n".join(rows)

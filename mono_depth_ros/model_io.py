@@ -34,7 +34,8 @@ def default_model_dir() -> Path:
     try:
         from ament_index_python.packages import get_package_share_directory
 
-        candidates.append(Path(get_package_share_directory("mono_depth_ros")) / "models" / "default")
+        share = Path(get_package_share_directory("mono_depth_ros"))
+        candidates.append(share / "models" / "default")
     except Exception:  # noqa: BLE001 - ament index absent or package not installed with colcon
         pass
     import sys
@@ -110,7 +111,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ModelLoadError(f"{path}: not a mono_depth_ros checkpoint")
     if ckpt.get("format_version", 0) > CHECKPOINT_VERSION:
         raise ModelLoadError(f"{path}: checkpoint format {ckpt['format_version']} is newer than "
-                             f"this code understands ({CHECKPOINT_VERSION}); upgrade mono_depth_ros")
+                             f"this code understands ({CHECKPOINT_VERSION}); "
+                             "upgrade mono_depth_ros")
     for key in ("model_config", "state_dict"):
         if key not in ckpt:
             raise ModelLoadError(f"{path}: checkpoint has no '{key}'")

@@ -95,7 +95,8 @@ class Lite0Encoder(nn.Module):
         wanted = {k: v for k, v in state_dict.items() if k in own}
         missing = sorted(set(own) - set(wanted))
         if missing:
-            raise ValueError(f"ImageNet weights lack {len(missing)} encoder keys, e.g. {missing[0]}")
+            raise ValueError(f"ImageNet weights lack {len(missing)} encoder keys, "
+                             f"e.g. {missing[0]}")
         self.load_state_dict(wanted, strict=True)
 
 

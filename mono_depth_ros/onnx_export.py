@@ -220,7 +220,7 @@ def export_checkpoint(checkpoint: str | Path | None, out: str | Path, height: in
 
 def parity_log_diff(checkpoint: str | Path | None, onnx_path: str | Path,
                     images: list[np.ndarray]) -> float:
-    """Max |log depth (ONNX Runtime) - log depth (PyTorch)| over ``images`` (uint8 RGB), both outputs."""
+    """Max |log depth (ONNX Runtime) - log depth (PyTorch)| over ``images``, both outputs."""
     import onnxruntime as ort
     import torch
 
@@ -246,7 +246,7 @@ __all__ = ["ExportError", "ModelLoadError", "export_checkpoint", "export_model_b
 
 
 def onnx_model_config(path: str | Path):
-    """ModelConfig of an exported file: metadata ``model_config`` with the graph's real input size."""
+    """ModelConfig of an exported file: metadata ``model_config``, the graph's real input size."""
     import dataclasses
 
     import onnx

@@ -120,7 +120,7 @@ class GroundPlaneScaler:
         self.scale, self.last_fit, self.rejected, self._pending = None, None, 0, []
 
     def update(self, depth: np.ndarray, K: np.ndarray) -> float:
-        """Fold one frame's fit into the running scale; returns the scale to apply (1 if none yet)."""
+        """Fold one frame's fit into the running scale; returns the scale to apply (1 at first)."""
         if self.cfg.mode == "none":
             return 1.0
         fit = fit_ground_plane(depth, K, self.cfg)

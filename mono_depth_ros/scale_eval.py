@@ -40,8 +40,8 @@ def evaluate(backend, scale_cfg: ScaleConfig | None = None) -> list[dict]:
                      "abs_rel_median_oracle": raw.scaled["abs_rel"], "scale": s,
                      "fit_ok": scaler.last_fit is not None, "oracle_scale": raw.scale,
                      "gt_camera_height": gt_fit.distance if gt_fit else float("nan")})
-    mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k not in ("frame",
-                                                                                    "fit_ok")}
+    keys = [k for k in rows[0] if k not in ("frame", "fit_ok")]
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in keys}
     rows.append({"frame": "mean", "fit_ok": all(r["fit_ok"] for r in rows), **mean})
     return rows
 
@@ -62,8 +62,8 @@ def to_markdown(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--backend", default="torch", choices=("auto", "tensorrt", "onnxruntime",
-                                                            "torch"))
+    ap.add_argument("--backend", default="torch",
+                    choices=("auto", "tensorrt", "onnxruntime", "torch"))
     ap.add_argument("--checkpoint", default="", help="checkpoint (default: shipped model)")
     ap.add_argument("--camera-height", type=float, default=1.65)
     args = ap.parse_args(argv)

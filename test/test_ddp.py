@@ -19,7 +19,7 @@ def _free_port() -> int:
 def test_two_process_ddp_ranks_agree(tmp_path):
     lines = (SAMPLE / "index.tsv").read_text().splitlines()
     train_list = SAMPLE / f".ddp_{os.getpid()}.tsv"
-    train_list.write_text("\n".join(l for l in lines if "not_for_training" not in l) + "\n")
+    train_list.write_text("\n".join(x for x in lines if "not_for_training" not in x) + "\n")
     try:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
                "--master_addr=127.0.0.1", f"--master_port={_free_port()}",

@@ -112,8 +112,8 @@ def test_live_equals_offline(bag, offline, tmp_path):
     """mono_depth_bringup starts depth_node, kitti_eval_node and kitti_bag_player as processes."""
     out = tmp_path / "live"
     r = subprocess.run(
-        [sys.executable, "-m", "mono_depth_ros.ros.bringup", str(REPO / "config" /
-                                                                  "kitti_eval.yaml"),
+        [sys.executable, "-m", "mono_depth_ros.ros.bringup",
+         str(REPO / "config" / "kitti_eval.yaml"),
          "--bag", str(bag), "--rate", "2", "--output-dir", str(out), "--calib-dir",
          str(DRIVE_0001.parent), "--log-dir", str(tmp_path / "logs"), "--timeout", "150"],
         env=ros_env(73), capture_output=True, text=True, timeout=200, cwd=tmp_path)

@@ -83,7 +83,8 @@ def test_check_rejects_dynamic_shapes_and_unknown_ops(exported):
 
 def test_onnx_matches_pytorch_on_kitti_frames(exported, kitti_images):
     diff = parity_log_diff(None, exported, kitti_images)
-    print(f"max |log depth| ONNX Runtime vs PyTorch on {len(kitti_images)} KITTI frames: {diff:.2e}")
+    print(f"max |log depth| ONNX Runtime vs PyTorch on {len(kitti_images)} KITTI frames: "
+          f"{diff:.2e}")
     assert diff <= 1e-4
 
 

@@ -74,7 +74,8 @@ def test_points_behind_camera_are_dropped():
     calib = kitti.find_raw_calib(DRIVE_0001)
     behind = np.array([[-10.0, 0.0, 0.0, 1.0], [10.0, 0.0, 0.0, 1.0]], np.float32)  # x forward
     d = geometry.project_points(behind, calib.velo_to_image, 1242, 375)
-    assert (d > 0).sum() == 1 and d.max() == pytest.approx(10.0 - 0.27, abs=0.1)  # camera 27 cm ahead
+    # the camera sits 27 cm ahead of the velodyne
+    assert (d > 0).sum() == 1 and d.max() == pytest.approx(10.0 - 0.27, abs=0.1)
 
 
 def test_nearest_point_wins():

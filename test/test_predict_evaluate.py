@@ -107,5 +107,5 @@ def test_evaluate_cli_table_files_and_consistency(tmp_path):
     direct = score_frame(TorchBackend().infer(s.rgb).fine, s.depth)
     per_frame = (tmp_path / "per_frame.csv").read_text().splitlines()
     header = per_frame[0].split(",")
-    row = next(l.split(",") for l in per_frame if l.startswith(frame.frame_id + ",fine"))
+    row = next(r.split(",") for r in per_frame if r.startswith(frame.frame_id + ",fine"))
     assert float(row[header.index("abs_rel")]) == pytest.approx(direct.scaled["abs_rel"], rel=1e-6)

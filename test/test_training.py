@@ -1,6 +1,5 @@
 """Training on real KITTI frames: stages, freezing, resume, checkpoints, the test-scene guard."""
 
-import shutil
 
 import pytest
 import torch
@@ -19,7 +18,7 @@ TINY = ["--train-list", str(SAMPLE / "index.tsv"), "--val-drives", "2011_09_26_d
 def _train_list_without_test_frames(tmp_path):
     """The sample's index minus its Eigen-test-scene frame (kept there as a test frame)."""
     lines = (SAMPLE / "index.tsv").read_text().splitlines()
-    keep = [l for l in lines if "not_for_training" not in l]
+    keep = [x for x in lines if "not_for_training" not in x]
     path = SAMPLE / f".train_{tmp_path.name}.tsv"  # paths in the index are relative to SAMPLE
     path.write_text("\n".join(keep) + "\n")
     return path

@@ -85,7 +85,7 @@ def read_index(path: str | Path, root: str | Path | None = None) -> list[Frame]:
 
 def read_split_frames(path: str | Path, data_root: str | Path,
                       gt_png_root: str | Path | None = None) -> list[Frame]:
-    """Frames of a monodepth2 split list over a raw-data root (LiDAR, or benchmark PNGs if given)."""
+    """Frames of a monodepth2 split list over a raw-data root (LiDAR, or benchmark PNGs)."""
     data_root = Path(data_root)
     frames = []
     for e in kitti.read_split(path):

@@ -92,7 +92,8 @@ def plot_per_frame(frame_ids: list[str], scores: dict[str, list[FrameScore]], pa
 
 
 def run(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m training.evaluate",
+                                description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", default=None, help="model (default: the shipped model)")
     p.add_argument("--list", default="data/kitti_sample/index.tsv",
                    help="frames: index.tsv or monodepth2 split list")

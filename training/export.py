@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"error: {path}: ONNX Runtime differs from PyTorch by {diff:.2e} in "
                           f"log depth (limit {PARITY_LIMIT:.0e})", file=sys.stderr)
                     return 1
-                msg += f" (max |log depth| diff vs PyTorch on {len(images)} KITTI frames: {diff:.1e})"
+                msg += (f" (max |log depth| diff vs PyTorch on {len(images)} KITTI frames: "
+                        f"{diff:.1e})")
         print(msg)
         return 0
     except (ModelLoadError, ExportError, OSError, ValueError) as exc:

@@ -21,8 +21,8 @@ class TrainConfig:
     test_scenes: str = opt("../shared/kitti/splits/sfmlearner/test_scenes.txt",
                            "the 28 Eigen test scenes; training on them is refused")
     out_dir: str = opt("runs/default", "where checkpoints, logs and plots go")
-    stages: str = opt("coarse,fine", "stages to run, in order", choices=("coarse,fine", "coarse",
-                                                                          "fine"))
+    stages: str = opt("coarse,fine", "stages to run, in order",
+                      choices=("coarse,fine", "coarse", "fine"))
     init_coarse: str = opt("", "checkpoint whose coarse net starts the fine stage "
                            "(when only the fine stage runs)")
     coarse_epochs: int = opt(60, "epochs of the coarse stage", range=(0, 100000))

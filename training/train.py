@@ -9,7 +9,6 @@ deployment), ``log.csv``, ``loss_curve.png`` and ``summary.json``.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
@@ -132,8 +131,8 @@ class Trainer:
         D.check_not_test_scenes(train, read_test_scenes(cfg.test_scenes))
         prefer = tuple(cfg.gt_preference)
         bar = dict(disable=not self.is_main, unit="frame", leave=False)
-        self.train_samples = [D.load_sample(f, prefer) for f in tqdm(train, desc="load train",
-                                                                      **bar)]
+        self.train_samples = [D.load_sample(f, prefer)
+                              for f in tqdm(train, desc="load train", **bar)]
         self.val_samples = [D.load_sample(f) for f in tqdm(val, desc="load val", **bar)]
         self.data_hash = D.frames_hash(train)
         self.row_medians = D.row_median_depth(self.train_samples, self.model_cfg.height)
@@ -322,7 +321,7 @@ class Trainer:
             save_checkpoint(self.out / "model.pt", final)
             result = {"seconds": time.perf_counter() - t0, "data_hash": self.data_hash,
                       "epochs_done": self.done,
-                      "final": {k: v for k, v in (self.history[-1] if self.history else {}).items()},
+                      "final": dict(self.history[-1]) if self.history else {},
                       "val_coarse": self.validate("coarse"), "val_fine": self.validate("fine")}
             atomic_write_text(self.out / "summary.json", json.dumps(result, indent=2))
             self.log(f"wrote {self.out / 'model.pt'} in {result['seconds']:.0f} s; "

@@ -29,8 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..kitti import CameraCalib, KittiFormatError, find_raw_calib, read_rgb, read_timestamps, \
-    read_velodyne
+from ..kitti import CameraCalib, find_raw_calib, read_rgb, read_timestamps, read_velodyne
 from . import topics
 from .pointcloud import XYZI_FIELDS, xyzi_to_cloud_fields
 

@@ -23,7 +23,6 @@ import sys
 import threading
 import typing
 
-import numpy as np
 
 from ..config import ConfigError, EvalNodeConfig, check_value, from_dict
 from ..lidar_eval import EvalRecorder, calib_velo_to_cam, format_table, lidar_depth
