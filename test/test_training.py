@@ -141,3 +141,13 @@ def test_size_mismatch_is_one_clear_error(tmp_path):
     bad = D.Frame(frame.frame_id, frame.rgb, "raw", frame.calib, frame.drive, gt_png=small)
     with pytest.raises(KittiFormatError, match="1242x375 but its png ground truth is 10x10"):
         D.load_sample(bad)
+
+
+def test_cuda_device_without_gpu_is_one_clear_error(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: --device cuda is valid here")
+    rc = train.main(TINY + ["--out-dir", str(tmp_path), "--device", "cuda"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "torch.cuda.is_available() is False" in err and len(err.splitlines()) == 1

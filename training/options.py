@@ -45,6 +45,8 @@ class TrainConfig:
     val_every: int = opt(10, "validate every N epochs (0 = only at the end)", range=(0, 100000))
     seed: int = opt(0, "random seed (data order, augmentation, initialisation)")
     threads: int = opt(0, "torch CPU threads (0 = default)", range=(0, 256))
+    device: str = opt("auto", "cpu, cuda, cuda:N, or auto (CUDA when available); under torchrun "
+                      "each process takes the GPU of its LOCAL_RANK and DDP uses NCCL")
     max_frames: int = opt(0, "use only the first N training frames (0 = all; for smoke tests)",
                           range=(0, 10**9))
     resume: str = opt("", "checkpoint (last.pt) to resume from")

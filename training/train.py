@@ -60,6 +60,16 @@ def imagenet_lite0_weights() -> dict[str, torch.Tensor]:
                       weights_only=True)
 
 
+def resolve_device(name: str) -> torch.device:
+    """``auto`` = CUDA when torch sees a GPU, else CPU; an unavailable CUDA is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r}: torch.cuda.is_available() is False (CPU-only torch "
+                          "build or no GPU); use --device cpu")
+    return torch.device(name)
+
+
 def freeze_batchnorm(module: nn.Module) -> None:
     """Keep ImageNet BatchNorm statistics: batches of 4 are too small to re-estimate them."""
     for m in module.modules():
@@ -72,8 +82,12 @@ class Trainer:
         self.cfg, self.model_cfg = cfg, model_cfg.validate()
         self.dump_rank_weights = dump_rank_weights
         self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        self.device = resolve_device(cfg.device)
+        if self.device.type == "cuda" and self.distributed:
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(self.device)
         if self.distributed:
-            dist.init_process_group("gloo")
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         self.rank = dist.get_rank() if self.distributed else 0
         self.world = dist.get_world_size() if self.distributed else 1
         if cfg.threads:
@@ -101,6 +115,7 @@ class Trainer:
             coarse = {k[len("coarse."):]: v for k, v in ck["state_dict"].items()
                       if k.startswith("coarse.")}
             self.model.coarse.load_state_dict(coarse, strict=True)
+        self.model.to(self.device)
 
     @property
     def is_main(self) -> bool:
@@ -151,8 +166,8 @@ class Trainer:
         for i in range(0, len(order), self.cfg.batch_size):
             pairs = [D.make_pair(self.train_samples[j], h, w, rng, aug)
                      for j in order[i:i + self.cfg.batch_size]]
-            yield (torch.from_numpy(np.stack([p[0] for p in pairs])),
-                   torch.from_numpy(np.stack([p[1] for p in pairs])))
+            yield (torch.from_numpy(np.stack([p[0] for p in pairs])).to(self.device),
+                   torch.from_numpy(np.stack([p[1] for p in pairs])).to(self.device))
 
     # ---------------------------------------------------------------- stages
     def _optimizer(self, stage: str) -> torch.optim.Optimizer:
@@ -184,7 +199,10 @@ class Trainer:
             return
         self._set_modes(stage)
         trained = self.model.coarse if stage == "coarse" else self.model.fine
-        net = nn.parallel.DistributedDataParallel(trained) if self.distributed else trained
+        net = trained
+        if self.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            net = nn.parallel.DistributedDataParallel(trained, device_ids=ids)
         opt = self._optimizer(stage)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1),
                                                            eta_min=0.0)
@@ -244,9 +262,9 @@ class Trainer:
         scores = []
         for s in self.val_samples:
             x = torch.from_numpy(to_network_input(s.rgb, self.model_cfg.height,
-                                                  self.model_cfg.width))
+                                                  self.model_cfg.width)).to(self.device)
             fine, coarse = self.model(x)
-            pred = (coarse if stage == "coarse" else fine).numpy()
+            pred = (coarse if stage == "coarse" else fine).cpu().numpy()
             scores.append(score_frame(to_camera_depth(pred, *s.depth.shape), s.depth,
                                       EvalConfig()))
         self._set_modes(stage) if was else None
@@ -258,7 +276,7 @@ class Trainer:
     def _payload(self, stage: str) -> dict:
         return {
             "model_config": asdict(self.model_cfg),
-            "state_dict": self.model.state_dict(),
+            "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "stage": stage,
             "meta": {
                 "data_hash": self.data_hash,
@@ -328,7 +346,8 @@ class Trainer:
                      f"validation AbsRel coarse {result['val_coarse'].get('val_abs_rel', 'n/a')}"
                      f", fine {result['val_fine'].get('val_abs_rel', 'n/a')}")
         if self.dump_rank_weights:
-            torch.save(self.model.state_dict(), self.out / f"weights_rank{self.rank}.pt")
+            torch.save({k: v.cpu() for k, v in self.model.state_dict().items()},
+                       self.out / f"weights_rank{self.rank}.pt")
         if self.distributed:
             dist.barrier()
             dist.destroy_process_group()
