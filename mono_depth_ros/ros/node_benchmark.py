@@ -30,10 +30,12 @@ SAMPLE = REPO / "data" / "kitti_sample" / "2011_09_26"
 
 def sample_frames() -> list[Path]:
     """The KITTI sample's image_02 frames."""
-    frames = sorted(SAMPLE.glob("*_sync/image_02/data/*.png"))
-    if not frames:
-        raise SystemExit(f"node_benchmark: error: no KITTI frames under {SAMPLE}")
-    return frames
+    from ..sample_frames import all_frames
+
+    try:
+        return [f.image for f in all_frames()]
+    except FileNotFoundError as exc:
+        raise SystemExit(f"node_benchmark: error: {exc}") from None
 
 
 def rss_mb(pid: int) -> float:
