@@ -239,7 +239,7 @@ class Trainer:
             last = epoch + 1 == epochs
             if self.is_main and ((self.cfg.val_every and (epoch + 1) % self.cfg.val_every == 0)
                                  or last):
-                row.update(self.validate(stage))
+                row.update(self.validate()[stage])
                 self._save_last(stage, opt, sched)
                 self._write_log()
             self.history.append(row)
@@ -253,24 +253,29 @@ class Trainer:
 
     # ---------------------------------------------------------------- evaluation
     @torch.no_grad()
-    def validate(self, stage: str) -> dict[str, float]:
-        """Median-scaled and metric AbsRel of the stage's output on the validation frames."""
+    def validate(self) -> dict[str, dict[str, float]]:
+        """Median-scaled and metric AbsRel of coarse and fine on the validation frames, from one
+        forward pass per frame; every module's train/eval mode is restored afterwards."""
         if not self.val_samples:
-            return {}
-        was = self.model.training
+            return {"coarse": {}, "fine": {}}
+        modes = [(m, m.training) for m in self.model.modules()]
         self.model.eval()
-        scores = []
+        scores: dict[str, list] = {"coarse": [], "fine": []}
         for s in self.val_samples:
             x = torch.from_numpy(to_network_input(s.rgb, self.model_cfg.height,
                                                   self.model_cfg.width)).to(self.device)
             fine, coarse = self.model(x)
-            pred = (coarse if stage == "coarse" else fine).cpu().numpy()
-            scores.append(score_frame(to_camera_depth(pred, *s.depth.shape), s.depth,
-                                      EvalConfig()))
-        self._set_modes(stage) if was else None
-        m = mean_scores(scores)
-        return {"val_abs_rel": m["abs_rel"], "val_metric_abs_rel": m["metric_abs_rel"],
-                "val_d1": m["d1"]}
+            for name, pred in (("coarse", coarse), ("fine", fine)):
+                depth = to_camera_depth(pred.cpu().numpy(), *s.depth.shape)
+                scores[name].append(score_frame(depth, s.depth, EvalConfig()))
+        for m, training in modes:
+            m.train(training)
+        out = {}
+        for name, sc in scores.items():
+            m = mean_scores(sc)
+            out[name] = {"val_abs_rel": m["abs_rel"], "val_metric_abs_rel": m["metric_abs_rel"],
+                         "val_d1": m["d1"]}
+        return out
 
     # ---------------------------------------------------------------- checkpoints
     def _payload(self, stage: str) -> dict:
@@ -340,7 +345,7 @@ class Trainer:
             result = {"seconds": time.perf_counter() - t0, "data_hash": self.data_hash,
                       "epochs_done": self.done,
                       "final": dict(self.history[-1]) if self.history else {},
-                      "val_coarse": self.validate("coarse"), "val_fine": self.validate("fine")}
+                      **{f"val_{k}": v for k, v in self.validate().items()}}
             atomic_write_text(self.out / "summary.json", json.dumps(result, indent=2))
             self.log(f"wrote {self.out / 'model.pt'} in {result['seconds']:.0f} s; "
                      f"validation AbsRel coarse {result['val_coarse'].get('val_abs_rel', 'n/a')}"
