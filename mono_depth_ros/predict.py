@@ -41,16 +41,10 @@ def collect_images(paths: list[str]) -> list[Path]:
 
 
 def make_backend(name: str, model: str | None, threads: int = 0):
-    """The inference backend chosen by ``--backend`` (factory when present, else torch)."""
-    try:
-        from .backends.factory import create_backend
-        from .config import BackendConfig, from_dict
-    except ImportError:
-        if name not in ("auto", "torch"):
-            raise PredictError(f"backend {name!r} is not available in this build") from None
-        from .backends.torch_backend import TorchBackend
+    """The inference backend chosen by ``--backend`` (``backends.factory``)."""
+    from .backends.factory import create_backend
+    from .config import BackendConfig, from_dict
 
-        return TorchBackend(model, threads=threads)
     cfg = from_dict(BackendConfig, {"backend": name, "checkpoint": model or "",
                                     "threads": threads})
     return create_backend(cfg)

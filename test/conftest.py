@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 
 REPO = Path(__file__).resolve().parent.parent

@@ -3,7 +3,6 @@ in its own process) evaluation give the same Eigen metrics as a direct metrics.s
 computation on the same frames (issue 6)."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -18,6 +17,7 @@ from mono_depth_ros.kitti import find_raw_calib, read_rgb, read_velodyne
 from mono_depth_ros.metrics import METRIC_NAMES, mean_scores, score_frame
 
 from conftest import DRIVE_0001, DRIVE_0005, REPO
+from depth_node_harness import ros_env
 
 KEYS = list(METRIC_NAMES) + [f"metric_{k}" for k in METRIC_NAMES]
 
@@ -98,14 +98,6 @@ def test_offline_equals_training_evaluate(offline, backend):
     want = mean_scores(evaluate_frames(backend, samples, None, progress=False)["fine"])
     for k in KEYS:
         assert got[k] == pytest.approx(want[k], rel=1e-9, abs=1e-12), k
-
-
-def ros_env(domain: int) -> dict:
-    env = dict(os.environ)
-    env.update(ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-               RMW_IMPLEMENTATION="rmw_fastrtps_cpp", PYTHONUNBUFFERED="1",
-               FASTDDS_DEFAULT_PROFILES_FILE=str(REPO / "config" / "fastdds_large_images.xml"))
-    return env
 
 
 def test_live_equals_offline(bag, offline, tmp_path):

@@ -38,13 +38,9 @@ def velo_to_camera(contents: BagContents, camera_frame: str, lidar_frame: str,
 
 
 def make_backend(cfg: BackendConfig):
-    """The depth backend (factory when available, so that auto picks what the depth node picks)."""
-    try:
-        from ..backends.factory import create_backend
-    except ImportError:  # pragma: no cover - factory is part of the package
-        from ..backends.torch_backend import TorchBackend
+    """The depth backend from ``backends.factory``, so that auto picks what the depth node picks."""
+    from ..backends.factory import create_backend
 
-        return TorchBackend(cfg.checkpoint or None, threads=cfg.threads)
     return create_backend(cfg)
 
 
