@@ -43,11 +43,17 @@ class ModelConfig:
     width: int = opt(640, "network input width in pixels (multiple of 32); 640x192 keeps KITTI's "
                      "3.3:1 aspect ratio", range=(32, 4096))
     decoder_channels: int = opt(32, "channels of each coarse-decoder stage", range=(8, 512))
-    fine_channels: int = opt(16, "channels of the fine (refinement) network", range=(4, 256))
+    upsample: str = opt("bilinear", "how the coarse decoder enlarges features between scales "
+                        "(nearest makes blocky 2x2 patterns in the depth)",
+                        choices=("bilinear", "nearest"))
+    fine_scale: int = opt(4, "the fine network works at 1/fine_scale of the input resolution "
+                          "(Eigen et al.: 1/4); its output is upsampled bilinearly",
+                          choices=(1, 2, 4))
+    fine_channels: int = opt(24, "channels of the fine (refinement) network", range=(4, 256))
     fine_layers: int = opt(4, "convolution layers of the fine network", range=(2, 12))
-    layout_prior: bool = opt(True, "coarse net adds a learned per-row log-depth prior (Eigen's "
-                             "fully connected layers learn such a position prior); it starts "
-                             "from the training set's row medians")
+    layout_prior: bool = opt(False, "coarse net adds a learned per-row log-depth prior, started "
+                             "from the training set's row medians (off by default: on cross-drive "
+                             "validation it made dense traffic worse, see the model card)")
     min_depth: float = opt(1.0, "smallest depth the network can output, metres", range=(0.01, 10.0))
     max_depth: float = opt(100.0, "largest depth the network can output, metres",
                            range=(10.0, 1000.0))

@@ -18,6 +18,10 @@ CHECKPOINT_VERSION = 1
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
+# Settings that checkpoints written before these options existed were trained with.
+LEGACY_MODEL_CONFIG = {"upsample": "nearest", "fine_scale": 1}
+
+
 class ModelLoadError(RuntimeError):
     """A model file is missing, unreadable, or not a model this code can run."""
 
@@ -124,7 +128,7 @@ def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "<checkpoint>
     from .networks import DepthCascade
 
     try:
-        cfg = from_dict(ModelConfig, ckpt["model_config"])
+        cfg = from_dict(ModelConfig, {**LEGACY_MODEL_CONFIG, **ckpt["model_config"]})
     except ConfigError as exc:
         raise ModelLoadError(f"{path}: bad model_config: {exc}") from None
     model = DepthCascade(cfg)

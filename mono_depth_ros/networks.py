@@ -3,9 +3,11 @@
 * ``CoarseNet`` predicts global layout: an EfficientNet-Lite0 encoder (ImageNet weights at training
   time), a global-context branch so that every output pixel sees the whole image, and a small U-Net
   decoder. It outputs log depth at 1/4 of the input resolution, like Eigen's coarse scale.
-* ``FineNet`` refines locally at full input resolution with no spatial downsampling: a first layer
-  on RGB, then the coarse log depth is concatenated as an extra feature map (as in Eigen's paper),
-  then a few 3x3 convolutions that predict a residual to the coarse log depth.
+* ``FineNet`` refines locally at 1/``fine_scale`` of the input resolution (Eigen's fine scale works
+  at 1/4): strided layers on RGB, then the coarse log depth is concatenated as an extra feature map
+  (as in Eigen's paper), then a few 3x3 convolutions that predict a residual to the coarse log
+  depth. Its output is enlarged bilinearly to the input size (no transposed convolutions, so no
+  checkerboard patterns).
 
 Both take an RGB image in [0, 1]; ImageNet normalisation happens inside the graph so that every
 backend (PyTorch, ONNX Runtime, TensorRT) shares one preprocessing.
@@ -100,8 +102,16 @@ class Lite0Encoder(nn.Module):
         self.load_state_dict(wanted, strict=True)
 
 
-def _conv_relu(cin: int, cout: int, k: int = 3) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2), nn.ReLU(inplace=True))
+def _conv_relu(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, padding=k // 2), nn.ReLU(inplace=True))
+
+
+def _resize(x: torch.Tensor, size, mode: str = "bilinear") -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    if mode == "nearest":
+        return F.interpolate(x, size=size, mode="nearest")
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 class _Normalize(nn.Module):
@@ -129,6 +139,7 @@ class CoarseNet(nn.Module):
         self.context = nn.Sequential(nn.Conv2d(_SKIP_CHANNELS[-1], c, 1), nn.ReLU(inplace=True))
         self.reduce = _conv_relu(_SKIP_CHANNELS[-1], c, 1)
         self.up = nn.ModuleList(_conv_relu(c + skip, c) for skip in _SKIP_CHANNELS[-2::-1])
+        self.upsample = cfg.upsample
         self.head = nn.Conv2d(c, 1, 3, padding=1)
         self.use_prior = cfg.layout_prior
         if self.use_prior:
@@ -154,7 +165,7 @@ class CoarseNet(nn.Module):
         ctx = self.context(x.mean(dim=(2, 3), keepdim=True))
         x = self.reduce(x) + ctx
         for conv, skip in zip(self.up, feats[-2::-1]):
-            x = F.interpolate(x, size=skip.shape[-2:], mode="nearest")
+            x = _resize(x, skip.shape[-2:], self.upsample)
             x = conv(torch.cat([x, skip], dim=1))
         out = self.head(x)
         if not self.use_prior:
@@ -167,25 +178,32 @@ class CoarseNet(nn.Module):
 
 
 class FineNet(nn.Module):
-    """Local refinement at full resolution: (image, coarse log depth) -> refined log depth."""
+    """Local refinement: (image, coarse log depth at 1/scale) -> refined log depth at 1/scale."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         c = cfg.fine_channels
+        self.scale = cfg.fine_scale
         self.log_min = math.log(cfg.min_depth)
         self.log_max = math.log(cfg.max_depth)
         self.log_mid = 0.5 * (self.log_min + self.log_max)
         self.normalize = _Normalize()
-        self.rgb = _conv_relu(3, c - 1, 5)
+        if self.scale == 1:  # the original full-resolution layout (checkpoints before fine_scale)
+            self.rgb = _conv_relu(3, c - 1, 5)
+        else:  # a 5x5 stride-2 layer, a 3x3 stride-2 layer per further halving, then a 3x3 layer
+            steps = [_conv_relu(3, 16, 5, 2)] + [_conv_relu(16, 16, 3, 2)
+                                                 for _ in range(self.scale.bit_length() - 2)]
+            self.rgb = nn.Sequential(*steps, _conv_relu(16, c - 1))
         self.body = nn.Sequential(*[_conv_relu(c, c) for _ in range(cfg.fine_layers - 2)])
         self.out = nn.Conv2d(c, 1, 3, padding=1)
         nn.init.zeros_(self.out.weight)  # starts as the identity: fine == coarse before training
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, image: torch.Tensor, coarse_log_up: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([self.rgb(self.normalize(image)), coarse_log_up - self.log_mid], dim=1)
+    def forward(self, image: torch.Tensor, coarse_log: torch.Tensor) -> torch.Tensor:
+        """``coarse_log`` is at this net's working size (input size / ``scale``)."""
+        x = torch.cat([self.rgb(self.normalize(image)), coarse_log - self.log_mid], dim=1)
         residual = self.out(self.body(x))
-        return torch.clamp(coarse_log_up + residual, self.log_min, self.log_max)
+        return torch.clamp(coarse_log + residual, self.log_min, self.log_max)
 
 
 class DepthCascade(nn.Module):
@@ -197,12 +215,17 @@ class DepthCascade(nn.Module):
         self.coarse = CoarseNet(cfg)
         self.fine = FineNet(cfg)
 
+    def fine_input(self, image: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        """The coarse log depth resized to the fine net's working size."""
+        s = self.cfg.fine_scale
+        return _resize(coarse, (image.shape[-2] // s, image.shape[-1] // s))
+
     def forward_log(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(fine log depth, coarse log depth), both Bx1xHxW at the input resolution."""
         coarse = self.coarse(image)
-        coarse_up = F.interpolate(coarse, size=image.shape[-2:], mode="bilinear",
-                                  align_corners=False)
-        return self.fine(image, coarse_up), coarse_up
+        fine = self.fine(image, self.fine_input(image, coarse))
+        size = image.shape[-2:]
+        return _resize(fine, size), _resize(coarse, size)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         fine_log, coarse_log = self.forward_log(image)

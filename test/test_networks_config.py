@@ -72,7 +72,7 @@ def test_config_validation_and_sources(tmp_path):
 
 
 def test_layout_prior_is_where_training_starts():
-    model = DepthCascade(ModelConfig(height=64, width=192)).eval()
+    model = DepthCascade(ModelConfig(height=64, width=192, layout_prior=True)).eval()
     rows = list(range(5, 5 + 64))  # metres, one per network row
     model.coarse.set_prior(rows)
     out = torch.exp(model.coarse(torch.rand(1, 3, 64, 192)))[0, 0]
@@ -81,5 +81,38 @@ def test_layout_prior_is_where_training_starts():
     assert 5 < float(out[0, 0]) < 10 and 64 < float(out[-1, 0]) < 69
     # another input size resamples the prior instead of failing
     assert model.coarse(torch.rand(1, 3, 128, 384)).shape == (1, 1, 32, 96)
-    no_prior = DepthCascade(ModelConfig(height=64, width=192, layout_prior=False))
-    assert not hasattr(no_prior.coarse, "prior")
+    no_prior = DepthCascade(ModelConfig(height=64, width=192))
+    assert not hasattr(no_prior.coarse, "prior")  # off by default (cross-drive validation)
+
+
+@pytest.mark.parametrize("scale", [1, 2, 4])
+def test_fine_stage_at_each_scale(scale):
+    """The fine net works at 1/scale, starts as the identity, and the cascade returns input size."""
+    torch.manual_seed(0)
+    model = DepthCascade(ModelConfig(height=64, width=192, fine_scale=scale)).eval()
+    x = torch.rand(1, 3, 64, 192)
+    coarse = model.fine_input(x, model.coarse(x))
+    assert coarse.shape == (1, 1, 64 // scale, 192 // scale)
+    assert model.fine(x, coarse).shape == coarse.shape
+    fine, coarse_up = model(x)
+    assert fine.shape == coarse_up.shape == (1, 1, 64, 192)
+    # identity up to resampling: at 1/2 the coarse map is resized twice (1/4 -> 1/2 -> 1/1)
+    assert torch.allclose(fine, coarse_up, rtol=0 if scale != 2 else 0.01)
+    torch.nn.init.normal_(model.fine.out.weight, std=0.1)  # a trained fine net changes the depth
+    assert not torch.allclose(model(x)[0], coarse_up)
+
+
+def test_legacy_checkpoint_config_loads_full_resolution_fine(tmp_path):
+    """A checkpoint written before fine_scale/upsample existed still builds its own network."""
+    from dataclasses import asdict
+
+    from mono_depth_ros.model_io import load_model, save_checkpoint
+
+    old = ModelConfig(height=64, width=192, fine_scale=1, upsample="nearest", fine_channels=16,
+                      layout_prior=True)
+    model = DepthCascade(old)
+    cfg = asdict(old)
+    del cfg["fine_scale"], cfg["upsample"]
+    save_checkpoint(tmp_path / "old.pt", {"model_config": cfg, "state_dict": model.state_dict()})
+    loaded, _ = load_model(tmp_path / "old.pt")
+    assert loaded.cfg.fine_scale == 1 and loaded.cfg.upsample == "nearest"
