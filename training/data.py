@@ -43,6 +43,23 @@ class Frame:
     gt_png: Path | None = None
     velodyne_raw_png: Path | None = None
     disparity_png: Path | None = None
+    rgb_right: Path | None = None    # image_03 of the same instant, where the list has it
+    gt_png_right: Path | None = None  # its ground truth (annotated or velodyne_raw, image_03)
+
+    @property
+    def group(self) -> str:
+        """Cross-validation group: the raw drive, or the frame itself where the drive is unknown
+        (frames of one drive are near-duplicates and must never sit on both sides of a split)."""
+        return self.drive or f"frame:{self.frame_id}"
+
+    def right_view(self) -> "Frame | None":
+        """The right camera's image as a training frame of its own, where its ground truth
+        exists (same drive, so it always falls on the same side of a split as the left one)."""
+        if self.rgb_right is None or self.gt_png_right is None:
+            return None
+        return Frame(frame_id=f"{self.frame_id}/image_03", rgb=self.rgb_right,
+                     calib_format=self.calib_format, calib=self.calib, drive=self.drive,
+                     gt_png=self.gt_png_right)
 
     def gt_kinds(self) -> list[str]:
         have = {"png": self.gt_png, "lidar": self.velodyne, "velodyne_raw": self.velodyne_raw_png,
@@ -52,6 +69,16 @@ class Frame:
 
 def _opt(root: Path, value: str) -> Path | None:
     return None if value in ("", "-") else root / value
+
+
+def _right_gt(*left_gt: Path | None) -> Path | None:
+    """The image_03 twin of a left ground-truth PNG (KITTI's depth-benchmark layout), if present."""
+    for p in left_gt:
+        if p is not None and "image_02" in p.parts:
+            twin = Path(*["image_03" if part == "image_02" else part for part in p.parts])
+            if twin.is_file():
+                return twin
+    return None
 
 
 def read_index(path: str | Path, root: str | Path | None = None) -> list[Frame]:
@@ -67,6 +94,8 @@ def read_index(path: str | Path, root: str | Path | None = None) -> list[Frame]:
         raise KittiFormatError(f"{path}: missing columns {sorted(need - set(rows[0]))}")
     frames = []
     for row in rows:
+        gt_png = _opt(root, row.get("gt_depth_png", "-"))
+        vraw = _opt(root, row.get("velodyne_raw_png", "-"))
         frames.append(Frame(
             frame_id=row["frame_id"],
             rgb=root / row["rgb"],
@@ -74,9 +103,11 @@ def read_index(path: str | Path, root: str | Path | None = None) -> list[Frame]:
             calib=tuple(root / c for c in row["calib"].split(";") if c and c != "-"),
             drive=kitti.drive_of(row.get("raw_drive", "")),
             velodyne=_opt(root, row.get("velodyne", "-")),
-            gt_png=_opt(root, row.get("gt_depth_png", "-")),
-            velodyne_raw_png=_opt(root, row.get("velodyne_raw_png", "-")),
+            gt_png=gt_png,
+            velodyne_raw_png=vraw,
             disparity_png=_opt(root, row.get("gt_disparity_png", "-")),
+            rgb_right=_opt(root, row.get("rgb_right", "-") or "-"),
+            gt_png_right=_right_gt(gt_png, vraw),
         ))
     if not frames:
         raise KittiFormatError(f"{path}: the frame list is empty")
@@ -112,6 +143,23 @@ def load_frames(path: str | Path, data_root: str | Path | None = None) -> list[F
     if data_root is None:
         raise KittiFormatError(f"{path}: a split list needs data_root (the raw-data folder)")
     return read_split_frames(path, data_root)
+
+
+def balanced_epoch(groups: list[str], cap: int, rng: np.random.Generator) -> np.ndarray:
+    """Shuffled indices of one epoch in which each group (drive) gives at most ``cap`` frames,
+    drawn afresh each epoch, so two long drives do not drown the frames of many short ones.
+    ``cap`` 0 = every frame once."""
+    idx = np.arange(len(groups))
+    if cap <= 0:
+        return rng.permutation(idx)
+    by_group: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        by_group.setdefault(g, []).append(i)
+    picked = []
+    for g in sorted(by_group):
+        members = np.asarray(by_group[g])
+        picked.extend(rng.choice(members, size=min(cap, len(members)), replace=False).tolist())
+    return rng.permutation(np.asarray(picked, dtype=np.int64))
 
 
 def check_not_test_scenes(frames: list[Frame], test_scenes: set[str]) -> None:
@@ -173,18 +221,49 @@ def load_ground_truth(frame: Frame, height: int, width: int,
     raise KittiFormatError(f"{frame.frame_id}: no ground truth of kinds {', '.join(prefer)}")
 
 
+def stereo_geometry(frame: Frame) -> tuple[float, float] | None:
+    """(fx in pixels, baseline in metres) from image_02 to image_03, or None where unknown."""
+    if not frame.calib:
+        return None
+    try:
+        if frame.calib_format in ("raw", "stereo"):
+            return kitti.read_stereo_baseline(frame.calib[0])
+        if frame.calib_format in ("object", "object_misc"):
+            c = kitti.read_calib_file(frame.calib[0])
+            p2, p3 = (np.asarray(c[k], dtype=np.float64).reshape(3, 4) for k in ("P2", "P3"))
+            return float(p2[0, 0]), float((p2[0, 3] - p3[0, 3]) / p2[0, 0])
+    except (KittiFormatError, KeyError, ValueError):
+        return None
+    return None
+
+
 @dataclass
 class Sample:
     frame: Frame
     rgb: np.ndarray      # uint8 HxWx3, full resolution
     depth: np.ndarray    # float32 HxW metres, 0 = none
     gt_kind: str
+    rgb_right: np.ndarray | None = None       # image_03 for the stereo loss, same size as rgb
+    stereo: tuple[float, float] | None = None  # (fx, baseline) of that pair
 
 
-def load_sample(frame: Frame, prefer: tuple[str, ...] = GT_KINDS) -> Sample:
+def load_sample(frame: Frame, prefer: tuple[str, ...] = GT_KINDS,
+                stereo: bool = False) -> Sample:
+    """RGB + ground truth; with ``stereo`` also the right image where the pair's geometry is known
+    (used by the photometric loss, Godard et al. 2017)."""
     rgb = kitti.read_rgb(frame.rgb)
     depth, kind = load_ground_truth(frame, rgb.shape[0], rgb.shape[1], prefer)
-    return Sample(frame, rgb, depth, kind)
+    right, geom = None, None
+    if stereo and frame.rgb_right is not None:
+        geom = stereo_geometry(frame)
+        if geom is not None and geom[1] > 0.1:
+            right = kitti.read_rgb(frame.rgb_right)
+            if right.shape != rgb.shape:
+                raise KittiFormatError(f"{frame.frame_id}: right image is {right.shape[1]}x"
+                                       f"{right.shape[0]}, left {rgb.shape[1]}x{rgb.shape[0]}")
+        else:
+            geom = None
+    return Sample(frame, rgb, depth, kind, right, geom)
 
 
 # --------------------------------------------------------------------------------------------
@@ -223,6 +302,16 @@ def make_pair(sample: Sample, height: int, width: int, rng: np.random.Generator 
     Augmentation keeps geometry honest (Eigen et al. 2014): a crop zoomed by ``s`` has its depth
     divided by ``s``; flips flip image and depth together; colour jitter touches only the image.
     """
+    im, d, _, _ = make_example(sample, height, width, rng, aug)
+    return im, d
+
+
+def make_example(sample: Sample, height: int, width: int, rng: np.random.Generator | None = None,
+                 aug: AugmentConfig | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, float]:
+    """``make_pair`` plus the right image under the same crop and colour change, and the factor
+    k with disparity (network pixels) = k / depth; k = 0 where there is no stereo pair or the
+    example is flipped (a flipped left image has no right image to its right)."""
     import cv2
 
     img, depth = sample.rgb, sample.depth
@@ -236,22 +325,43 @@ def make_pair(sample: Sample, height: int, width: int, rng: np.random.Generator 
         box = (x0, y0, x0 + cw, y0 + ch)
         scale = w / cw  # the zoom actually applied
     x0, y0, x1, y1 = box
-    crop = img[y0:y1, x0:x1]
-    interp = cv2.INTER_AREA if crop.shape[1] > width else cv2.INTER_LINEAR
-    im = cv2.resize(crop, (width, height), interpolation=interp).astype(np.float32) / 255.0
+
+    def resize(image: np.ndarray) -> np.ndarray:
+        crop = image[y0:y1, x0:x1]
+        interp = cv2.INTER_AREA if crop.shape[1] > width else cv2.INTER_LINEAR
+        return cv2.resize(crop, (width, height), interpolation=interp).astype(np.float32) / 255.0
+
+    ims = [resize(img)] + ([resize(sample.rgb_right)] if sample.rgb_right is not None else [])
     d = resize_sparse_depth(depth, height, width, box) / scale
+    flipped = False
     if rng is not None and aug is not None:
         if aug.flip and rng.random() < 0.5:
-            im, d = im[:, ::-1], d[:, ::-1]
+            flipped = True
+            ims, d = [im[:, ::-1] for im in ims], d[:, ::-1]
         if aug.color:
-            im = im * rng.uniform(0.8, 1.2, size=3).astype(np.float32)       # per-channel colour
-            im = im * np.float32(rng.uniform(0.8, 1.2))                     # brightness
-            mean = im.mean()
-            im = (im - mean) * np.float32(rng.uniform(0.8, 1.2)) + mean     # contrast
-            im = np.clip(im, 0.0, 1.0) ** np.float32(rng.uniform(0.9, 1.1))  # gamma
-    im = np.clip(im, 0.0, 1.0)
-    return (np.ascontiguousarray(im.transpose(2, 0, 1), dtype=np.float32),
-            np.ascontiguousarray(d[None], dtype=np.float32))
+            gain = rng.uniform(0.8, 1.2, size=3).astype(np.float32)  # per-channel colour
+            bright = np.float32(rng.uniform(0.8, 1.2))                 # brightness
+            contrast = np.float32(rng.uniform(0.8, 1.2))
+            gamma = np.float32(rng.uniform(0.9, 1.1))
+            out = []
+            for im in ims:
+                im = im * gain * bright
+                mean = im.mean()
+                im = (im - mean) * contrast + mean
+                out.append(np.clip(im, 0.0, 1.0) ** gamma)
+            ims = out
+
+    def chw(im: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.clip(im, 0.0, 1.0).transpose(2, 0, 1), dtype=np.float32)
+
+    right = chw(ims[1]) if len(ims) > 1 else None
+    k = 0.0
+    if right is not None and sample.stereo is not None and not flipped:
+        fx, baseline = sample.stereo
+        # disparity in network pixels of the (zoomed) crop; depth was divided by the zoom, so
+        # fx at the full frame's network scale times the baseline gives it from the new depth
+        k = float(fx * width / w * baseline)
+    return chw(ims[0]), np.ascontiguousarray(d[None], dtype=np.float32), right, k
 
 
 def row_median_depth(samples: list[Sample], height: int) -> list[float]:

@@ -25,8 +25,8 @@ class TrainConfig:
                       choices=("coarse,fine", "coarse", "fine"))
     init_coarse: str = opt("", "checkpoint whose coarse net starts the fine stage "
                            "(when only the fine stage runs)")
-    coarse_epochs: int = opt(60, "epochs of the coarse stage", range=(0, 100000))
-    fine_epochs: int = opt(30, "epochs of the fine stage", range=(0, 100000))
+    coarse_epochs: int = opt(30, "epochs of the coarse stage", range=(0, 100000))
+    fine_epochs: int = opt(15, "epochs of the fine stage", range=(0, 100000))
     batch_size: int = opt(4, "images per step (per process under torchrun)", range=(1, 1024))
     lr_coarse: float = opt(3e-4, "AdamW learning rate of the coarse decoder", range=(0.0, 1.0))
     encoder_lr_mult: float = opt(0.3, "encoder learning rate relative to lr_coarse",
@@ -40,6 +40,15 @@ class TrainConfig:
     color: bool = opt(True, "random colour, brightness, contrast and gamma")
     max_zoom: float = opt(1.2, "random zoom crops up to this factor (depth divided by it)",
                           range=(1.0, 2.0))
+    right_images: bool = opt(True, "also train on the right camera (image_03) of frames whose "
+                             "right-image ground truth exists")
+    per_drive_cap: int = opt(8, "frames each drive (or drive-less frame) gives to one epoch, "
+                             "drawn afresh every epoch; 0 = every frame once per epoch",
+                             range=(0, 10**6))
+    stereo_weight: float = opt(0.0, "weight of the stereo photometric loss (Godard et al. 2017) on "
+                               "frames with a right image: the right image warped by the "
+                               "predicted disparity must match the left one (0 = off)",
+                               range=(0.0, 100.0))
     gt_preference: list[str] = opt(["png", "lidar", "velodyne_raw", "disparity"],
                                    "ground truth to use where a frame has several, best first")
     val_every: int = opt(10, "validate every N epochs (0 = only at the end)", range=(0, 100000))

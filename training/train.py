@@ -32,7 +32,7 @@ from mono_depth_ros.networks import DepthCascade
 from mono_depth_ros.preprocess import to_camera_depth, to_network_input
 
 from . import data as D
-from .losses import scale_invariant_loss
+from .losses import scale_invariant_loss, stereo_photometric_loss
 from .options import TrainConfig, parse
 
 
@@ -78,7 +78,12 @@ def freeze_batchnorm(module: nn.Module) -> None:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, model_cfg: ModelConfig, dump_rank_weights: bool = False):
+    def __init__(self, cfg: TrainConfig, model_cfg: ModelConfig, dump_rank_weights: bool = False,
+                 frames: tuple[list[D.Frame], list[D.Frame]] | None = None,
+                 sample_cache: dict[str, D.Sample] | None = None):
+        """``frames`` = (train, validation) replaces the config's lists and ``sample_cache``
+        (frame id -> loaded sample) saves reloading them (cross-validation)."""
+        self.sample_cache = sample_cache or {}
         self.cfg, self.model_cfg = cfg, model_cfg.validate()
         self.dump_rank_weights = dump_rank_weights
         self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -96,7 +101,7 @@ class Trainer:
         self.out = Path(cfg.out_dir)
         if self.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-        self._load_data()
+        self._load_data(frames)
         self.model = DepthCascade(self.model_cfg)
         if cfg.pretrained:
             self.model.coarse.encoder.load_imagenet(imagenet_lite0_weights())
@@ -126,12 +131,14 @@ class Trainer:
             print(msg, flush=True)
 
     # ---------------------------------------------------------------- data
-    def _load_data(self) -> None:
+    def _load_data(self, given: tuple[list[D.Frame], list[D.Frame]] | None = None) -> None:
         from tqdm import tqdm
 
         cfg = self.cfg
-        frames = D.load_frames(cfg.train_list, cfg.data_root or None)
-        if cfg.val_list:
+        frames = D.load_frames(cfg.train_list, cfg.data_root or None) if given is None else []
+        if given is not None:
+            train, val = given
+        elif cfg.val_list:
             val = D.load_frames(cfg.val_list, cfg.data_root or None)
             train = frames
         else:
@@ -143,31 +150,45 @@ class Trainer:
         if not train:
             raise KittiFormatError("no training frames left after holding out the validation "
                                    "drives")
+        if cfg.right_images:
+            train = train + [r for r in (f.right_view() for f in train) if r is not None]
         D.check_not_test_scenes(train, read_test_scenes(cfg.test_scenes))
         prefer = tuple(cfg.gt_preference)
         bar = dict(disable=not self.is_main, unit="frame", leave=False)
-        self.train_samples = [D.load_sample(f, prefer)
-                              for f in tqdm(train, desc="load train", **bar)]
-        self.val_samples = [D.load_sample(f) for f in tqdm(val, desc="load val", **bar)]
+
+        def load(f: D.Frame, kinds=prefer, stereo=cfg.stereo_weight > 0) -> D.Sample:
+            return self.sample_cache.get(f.frame_id) or D.load_sample(f, kinds, stereo)
+
+        self.train_samples = [load(f) for f in tqdm(train, desc="load train", **bar)]
+        self.val_samples = [load(f, D.GT_KINDS, False)
+                            for f in tqdm(val, desc="load val", **bar)]
+        pairs = sum(s.stereo is not None for s in self.train_samples)
+        if cfg.stereo_weight > 0:
+            self.log(f"stereo photometric loss on {pairs} frames with a right image")
+        self.groups = [s.frame.group for s in self.train_samples]
         self.data_hash = D.frames_hash(train)
         self.row_medians = D.row_median_depth(self.train_samples, self.model_cfg.height)
-        self.log(f"training frames: {len(train)} (data hash {self.data_hash}); validation "
-                 f"frames: {len(val)} ({', '.join(f.frame_id for f in val) or 'none'})")
+        self.log(f"training frames: {len(train)} of {len(set(self.groups))} drives/groups (data "
+                 f"hash {self.data_hash}); validation frames: {len(val)}")
 
     def _batches(self, epoch: int):
         """This rank's share of a shuffled epoch, as augmented network-size tensors."""
-        n = len(self.train_samples)
-        order = np.random.default_rng(self.cfg.seed * 100003 + epoch).permutation(n)
+        order = D.balanced_epoch(self.groups, self.cfg.per_drive_cap,
+                                 np.random.default_rng(self.cfg.seed * 100003 + epoch))
+        n = len(order)
         per_rank = int(np.ceil(n / self.world))
         order = np.resize(order, per_rank * self.world)[self.rank::self.world]  # pad like
         rng = np.random.default_rng((self.cfg.seed, epoch, self.rank))          # DistributedSampler
         aug = D.AugmentConfig(self.cfg.flip, self.cfg.color, self.cfg.max_zoom)
         h, w = self.model_cfg.height, self.model_cfg.width
         for i in range(0, len(order), self.cfg.batch_size):
-            pairs = [D.make_pair(self.train_samples[j], h, w, rng, aug)
-                     for j in order[i:i + self.cfg.batch_size]]
-            yield (torch.from_numpy(np.stack([p[0] for p in pairs])).to(self.device),
-                   torch.from_numpy(np.stack([p[1] for p in pairs])).to(self.device))
+            ex = [D.make_example(self.train_samples[j], h, w, rng, aug)
+                  for j in order[i:i + self.cfg.batch_size]]
+            image = torch.from_numpy(np.stack([e[0] for e in ex])).to(self.device)
+            depth = torch.from_numpy(np.stack([e[1] for e in ex])).to(self.device)
+            k = torch.tensor([e[3] for e in ex], dtype=torch.float32, device=self.device)
+            right = torch.from_numpy(np.stack([e[2] if e[2] is not None else e[0] for e in ex]))
+            yield image, depth, right.to(self.device), k
 
     # ---------------------------------------------------------------- stages
     def _optimizer(self, stage: str) -> torch.optim.Optimizer:
@@ -214,17 +235,20 @@ class Trainer:
                    initial=start, total=epochs)
         for epoch in bar:
             t0, losses, images = time.perf_counter(), [], 0
-            for image, depth in self._batches(epoch):
+            for image, depth, right, k in self._batches(epoch):
                 if stage == "coarse":
                     pred = torch.nn.functional.interpolate(net(image), size=image.shape[-2:],
                                                            mode="bilinear", align_corners=False)
                 else:
                     with torch.no_grad():
-                        coarse = self.model.coarse(image)
-                        coarse = torch.nn.functional.interpolate(
-                            coarse, size=image.shape[-2:], mode="bilinear", align_corners=False)
-                    pred = net(image, coarse)
+                        coarse = self.model.fine_input(image, self.model.coarse(image))
+                    pred = torch.nn.functional.interpolate(net(image, coarse),
+                                                           size=image.shape[-2:],
+                                                           mode="bilinear", align_corners=False)
                 loss = scale_invariant_loss(pred, depth, self.cfg.lam)
+                if self.cfg.stereo_weight > 0:
+                    loss = loss + self.cfg.stereo_weight * stereo_photometric_loss(
+                        pred, image, right, k)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
