@@ -12,7 +12,7 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export RMW_IMPLEMENTATION := rmw_fastrtps_cpp
 export FASTDDS_DEFAULT_PROFILES_FILE := $(CURDIR)/config/fastdds_large_images.xml
 
-.PHONY: venv test demo train evaluate export benchmark clean
+.PHONY: venv test demo train crossval evaluate export benchmark clean
 
 $(STAMP): requirements.txt setup.py setup.cfg
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -31,6 +31,10 @@ demo: venv
 
 train: venv
 	$(BIN)/python -m training.train --config config/train_default.yaml
+
+crossval: venv
+	$(BIN)/python -m training.crossval --config config/train_default.yaml --folds 3 --seeds 2 \
+	    --coarse-epochs 12 --fine-epochs 6 --per-drive-cap 6 --out runs/crossval
 
 evaluate: venv
 	$(BIN)/python -m training.evaluate --checkpoint models/default/model.pt --out outputs/eval

@@ -94,11 +94,11 @@ def test_evaluate_cli_table_files_and_consistency(tmp_path):
                            "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
-    for row in ("| coarse |", "| fine |", "| baseline |"):
+    for row in ("| coarse |", "| fine |", "| baseline |", "| shuffled |"):
         assert row in proc.stdout
     report = json.loads((tmp_path / "summary.json").read_text())
     assert report["summary"]["fine"]["frames"] == 3
-    assert (tmp_path / "per_frame.csv").read_text().count("\n") == 1 + 3 * 3
+    assert (tmp_path / "per_frame.csv").read_text().count("\n") == 1 + 4 * 3
     assert len(list((tmp_path / "panels").glob("*.png"))) == 3
     assert (tmp_path / "abs_rel_per_frame.png").stat().st_size > 1000
     # the same numbers computed directly with the shared metric code

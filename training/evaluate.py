@@ -27,20 +27,34 @@ from mono_depth_ros.model_io import ModelLoadError, atomic_write_bytes, atomic_w
 
 from . import data as D
 
-MODELS = ("coarse", "fine", "baseline")
+MODELS = ("coarse", "fine", "baseline", "shuffled")
+
+
+def shuffled_partner(groups: list[str]) -> list[int]:
+    """For each frame, another frame whose prediction stands in for its own in the shuffled check:
+    half the list away (lists are grouped by drive, so mostly another drive), never itself."""
+    n = len(groups)
+    order = sorted(range(n), key=lambda i: (groups[i], i))
+    pos = {i: k for k, i in enumerate(order)}
+    return [order[(pos[i] + max(1, n // 2)) % n] for i in range(n)]
 
 
 def evaluate_frames(backend, samples: list[D.Sample], row_medians: list[float] | None,
                     cfg: EvalConfig | None = None, panel_dir: Path | None = None,
                     progress: bool = True) -> dict[str, list[FrameScore]]:
-    """Score every sample for coarse, fine and (given row medians) the baseline."""
+    """Score every sample for coarse, fine, (given row medians) the baseline, and ``shuffled``:
+    each frame scored with another frame's fine prediction. A network that looks at the image
+    must lose clearly when shuffled; the image-blind baseline would not lose at all."""
+    import cv2
     from tqdm import tqdm
 
     cfg = cfg or EvalConfig()
     scores: dict[str, list[FrameScore]] = {m: [] for m in MODELS}
+    fines: list[np.ndarray] = []
     for s in tqdm(samples, desc="evaluate", unit="frame", disable=not progress):
         h, w = s.depth.shape
         result = backend.infer(s.rgb)
+        fines.append(cv2.resize(result.fine, (160, 48), interpolation=cv2.INTER_AREA))
         preds = {"coarse": result.coarse, "fine": result.fine}
         if row_medians is not None:
             preds["baseline"] = D.baseline_depth(row_medians, h, w)
@@ -57,6 +71,12 @@ def evaluate_frames(backend, samples: list[D.Sample], row_medians: list[float] |
             panel_dir.mkdir(parents=True, exist_ok=True)
             write_rgb(panel_dir / (s.frame.frame_id.replace("/", "_") + ".png"),
                       stack_panels(panels))
+    if len(samples) > 1:
+        partner = shuffled_partner([s.frame.group for s in samples])
+        for s, j in zip(samples, partner):
+            h, w = s.depth.shape
+            other = np.exp(cv2.resize(np.log(fines[j]), (w, h), interpolation=cv2.INTER_LINEAR))
+            scores["shuffled"].append(score_frame(other, s.depth, cfg))
     return {k: v for k, v in scores.items() if v}
 
 
