@@ -68,10 +68,13 @@ def to_rclpy(src, cls):
 class BagPlayer:
     """Streams one bag through rclpy publishers (the node is created by the caller)."""
 
-    def __init__(self, node, bag: str | Path, cfg: BagPlayerConfig):
+    def __init__(self, node, bag: str | Path, cfg: BagPlayerConfig, stop=None):
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
+        from .lifecycle import StopSignals
+
         self.node, self.bag, self.cfg = node, Path(bag), cfg
+        self.stop = stop or StopSignals()  # playing ends when it is set (lifecycle's flag)
         self.pubs: dict[str, tuple] = {}
         self.published = 0
         with open_bag(self.bag) as reader:
@@ -94,24 +97,21 @@ class BagPlayer:
             self.pubs[c.topic] = (node.create_publisher(cls, c.topic, qos), cls, c.msgtype)
 
     def wait_for_subscribers(self) -> bool:
-        import rclpy
-
         need = self.cfg.wait_for_subscribers
         if need <= 0:
             return True
         watched = [p for p, _, t in self.pubs.values() if t.replace("/msg/", "/") in
                    [w.replace("/msg/", "/") for w in WAIT_FOR]]
         deadline = time.monotonic() + self.cfg.wait_timeout
-        while time.monotonic() < deadline and rclpy.ok():
+        while time.monotonic() < deadline:
             if all(p.get_subscription_count() >= need for p in watched):
                 return True
-            time.sleep(0.05)
+            if self.stop.wait(0.05):
+                return False
         self.node.get_logger().warning("timed out waiting for subscribers; playing anyway")
         return False
 
     def play_once(self, progress=None) -> int:
-        import rclpy
-
         n = 0
         t_bag0 = t_prev = None
         skipped = 0.0
@@ -119,7 +119,7 @@ class BagPlayer:
         with open_bag(self.bag) as reader:
             topics = list(self.pubs)
             for conn, t, raw in iter_messages(reader, topics):
-                if not rclpy.ok():
+                if self.stop.requested:
                     break
                 if t_bag0 is None:
                     t_bag0 = t
@@ -129,8 +129,8 @@ class BagPlayer:
                 t_prev = t
                 due = t_wall0 + ((t - t_bag0) * 1e-9 - skipped) / self.cfg.rate
                 delay = due - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
+                if delay > 0 and self.stop.wait(delay):
+                    break
                 pub, cls, _ = self.pubs[conn.topic]
                 if self.is_ros2:
                     pub.publish(bytes(raw))  # already CDR with the recorded header
@@ -144,6 +144,11 @@ class BagPlayer:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Console script: play the bag (``--loop``: until SIGINT/SIGTERM), then exit 0; a stop signal
+    at any moment exits 0 too (``lifecycle``)."""
+    from . import lifecycle
+
+    stop = lifecycle.install()
     ap = argparse.ArgumentParser(prog="kitti_bag_player", description=__doc__.splitlines()[0])
     ap.add_argument("bag", help="ROS 2 bag folder / .mcap, or ROS 1 .bag (kitti2bag)")
     add_arguments(ap, BagPlayerConfig)
@@ -153,16 +158,18 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"kitti_bag_player: error: {exc}", file=sys.stderr)
         return 2
-    import rclpy
     from rclpy.node import Node
 
-    rclpy.init(args=["kitti_bag_player", *ros_args])
+    lifecycle.init(["kitti_bag_player", *ros_args])
     node = Node("kitti_bag_player")
+    stop.defer()
     rc = 0
     try:
-        player = BagPlayer(node, args.bag, cfg)
+        player = BagPlayer(node, args.bag, cfg, stop)
+        print(f"kitti_bag_player: playing {args.bag} ({player.total} messages) x{cfg.rate:g}"
+              f"{', looping' if cfg.loop else ''}", flush=True)
         player.wait_for_subscribers()
-        time.sleep(cfg.start_delay)
+        stop.wait(cfg.start_delay)
         bar = None
         if cfg.progress:
             from tqdm import tqdm
@@ -170,23 +177,19 @@ def main(argv: list[str] | None = None) -> int:
             bar = tqdm(total=None if cfg.loop else player.total, unit="msg",
                        desc=f"playing {Path(args.bag).name} x{cfg.rate:g}",
                        disable=not sys.stderr.isatty() and os.environ.get("TQDM_FORCE") != "1")
-        while rclpy.ok():
+        while not stop.requested:
             player.play_once(bar)
             if not cfg.loop:
                 break
         if bar is not None:
             bar.close()
         node.get_logger().info(f"published {player.published} messages")
-        time.sleep(0.5)  # let reliable writers deliver the last samples
+        stop.wait(0.5)  # let reliable writers deliver the last samples
     except BagError as exc:
-        print(f"kitti_bag_player: error: {exc}", file=sys.stderr)
+        print(f"kitti_bag_player: error: {exc}", file=sys.stderr, flush=True)
         rc = 2
-    except KeyboardInterrupt:
-        pass
-    finally:
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    lifecycle.finish(None, [node])
+    lifecycle.exit(rc)
     return rc
 
 

@@ -18,17 +18,17 @@ Service ``~/write_report`` (std_srvs/Trigger) writes ``metrics.json``, ``metrics
 from __future__ import annotations
 
 import dataclasses
-import signal
 import sys
 import threading
 import typing
-
 
 from ..config import ConfigError, EvalNodeConfig, check_value, from_dict
 from ..lidar_eval import EvalRecorder, calib_velo_to_cam, format_table, lidar_depth
 from ..sync import StampSynchronizer
 
-INPUTS = ("depth", "lidar_points")  # synchronised by stamp; camera_info is looked up
+INPUTS = ("depth", "lidar_points")
+# s after the stop signal: plots not drawn by then are left out, so the node exits within 2 s
+PLOTS_WITHIN = 1.2  # synchronised by stamp; camera_info is looked up
 
 
 def declare_config(node, cls, prefix: str = ""):
@@ -241,7 +241,9 @@ class KittiEvalNode:
         arr.status = [st]
         self.diag_pub.publish(arr)
 
-    def write_report(self) -> dict:
+    def write_report(self, plots_deadline: float | None = None) -> dict:
+        """metrics.json, CSVs and plots in output_dir (plots only if done by ``plots_deadline``,
+        a ``time.monotonic()`` value; see ``EvalRecorder.write``)."""
         self.flush()
         with self.lock:
             counts = self.counts()
@@ -249,7 +251,8 @@ class KittiEvalNode:
                      "matched": counts["matched"], "errors": counts["errors"],
                      "info_stamp_mismatch": counts["info_stamp_mismatch"],
                      "unmatched_images": counts["unmatched"]["depth"]}
-            paths = self.recorder.write(self.cfg.output_dir, extra)
+            paths = self.recorder.write(self.cfg.output_dir, extra,
+                                        plots_deadline=plots_deadline)
         self.last_report = {k: str(v) for k, v in paths.items()}
         return self.last_report
 
@@ -266,36 +269,75 @@ class KittiEvalNode:
         return response
 
 
+def preload_plotting() -> None:
+    """Import matplotlib (about 1 s on a busy machine) in the background now, so that the report
+    written on the way out does not pay for it after the stop signal."""
+    def run():
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot  # noqa: F401
+        except Exception:  # noqa: BLE001 - the report then imports it itself (or says why not)
+            pass
+
+    threading.Thread(target=run, name="preload_plotting", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
-    import rclpy
-    from rclpy.executors import ExternalShutdownException
+    """Console script: evaluate until SIGINT/SIGTERM, then write the report and exit 0.
+
+    Start and stop go through ``lifecycle`` (rclpy without its own signal handlers); a signal that
+    comes once the node exists, even during its construction or a report, still leads to the
+    report on the way out; a repeated signal does not cut it short."""
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
 
-    rclpy.init(args=argv if argv is not None else sys.argv)
+    from . import lifecycle
+
+    stop = lifecycle.install()
+    lifecycle.init(argv if argv is not None else sys.argv)
     node = Node("kitti_eval_node")
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    stop.defer()  # from here on a stop signal leads to the report
     rc = 0
     ev = None
+    executor = SingleThreadedExecutor()
     try:
         ev = KittiEvalNode(node)
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
     except (ConfigError, ValueError) as exc:
-        print(f"kitti_eval_node: error: {exc}", file=sys.stderr)
+        print(f"kitti_eval_node: error: {exc}".splitlines()[0], file=sys.stderr, flush=True)
         rc = 2
-    finally:
-        if ev is not None and ev.cfg.write_on_shutdown:
-            paths = ev.write_report()
-            s = ev.summary()
-            print(f"kitti_eval_node: {s['frames']} frames scored, unmatched "
-                  f"{s['unmatched']}; report {paths['json']}", flush=True)
-            if s["frames"]:
-                print(format_table(s), flush=True)
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    if ev is not None:
+        if ev.cfg.write_on_shutdown:
+            preload_plotting()
+        executor.add_node(node)
+        lifecycle.spin(executor, stop)
+        if ev.cfg.write_on_shutdown:
+            rc = write_final_report(ev, stop.deadline(PLOTS_WITHIN))
+    lifecycle.finish(executor, [node])
+    lifecycle.exit(rc)
     return rc
+
+
+def write_final_report(ev: KittiEvalNode, plots_deadline: float | None = None) -> int:
+    """The report on the way out, with a summary on stdout; 1 (one line) if it cannot be written.
+    Plots not drawn by ``plots_deadline`` are left out (said on stdout), so the node still stops
+    within 2 s on a busy machine; metrics.json and the CSV files are always complete."""
+    try:
+        paths = ev.write_report(plots_deadline)
+    except Exception as exc:  # noqa: BLE001 - e.g. an unwritable output_dir
+        print(f"kitti_eval_node: error: could not write the report to {ev.cfg.output_dir}: "
+              f"{exc}".splitlines()[0], file=sys.stderr, flush=True)
+        return 1
+    s = ev.summary()
+    print(f"kitti_eval_node: {s['frames']} frames scored, unmatched "
+          f"{s['unmatched']}; report {paths['json']}", flush=True)
+    if s["frames"]:
+        print(format_table(s), flush=True)
+    if "per_frame_plot" not in paths:
+        print("kitti_eval_node: plots left out to stop within 2 s (the ~/write_report service "
+              "draws them while the node runs)", flush=True)
+    return 0
 
 
 if __name__ == "__main__":
