@@ -229,13 +229,21 @@ class BackendConfig:
                     "default model")
     engine_cache_dir: str = opt("", "folder of cached TensorRT engines (the only place engines "
                                 "are loaded from); empty = ~/.cache/mono_depth_ros/engines")
-    precision: str = opt("fp16", "TensorRT precision (onnxruntime and torch always run fp32)",
-                         choices=PRECISION_CHOICES)
+    precision: str = opt("fp16", "TensorRT precision; onnxruntime runs int8 as a statically "
+                         "quantised copy of the model (built once, cached) and fp32/fp16 as "
+                         "fp32; torch always runs fp32", choices=PRECISION_CHOICES)
+    calibration: str = opt("", "INT8 calibration frames (tensorrt and onnxruntime): empty = "
+                           "the KITTI sample frames in data/kitti_sample, or an index.tsv "
+                           "(shared/kitti format) or a folder of images; frames of the Eigen "
+                           "test drives are never used")
     allow_engine_build: bool = opt(True, "build a TensorRT engine when the cache has none for "
                                    "this model/GPU/TensorRT version; false = fail instead")
     device: str = opt("auto", "auto, cpu or cuda[:N]; auto uses CUDA when the backend can")
     threads: int = opt(0, "CPU intra-op threads for torch / onnxruntime; 0 = library default",
                        range=(0, 256))
+    ort_spinning: bool = opt(False, "let idle onnxruntime threads busy-wait for work (off: "
+                             "spinning threads take the cores DDS and the node's callback "
+                             "need)")
 
     def validate(self) -> "BackendConfig":
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
