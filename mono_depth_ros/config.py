@@ -335,10 +335,11 @@ class DepthNodeConfig:
 
 @dataclass
 class KittiTopicsConfig:
-    """Topic names and frame ids of a KITTI bag (those of kitti2bag, tomas789/kitti2bag)."""
+    """Topic names and frame ids of a KITTI bag (those of kitti2bag, tomas789/kitti2bag master)."""
 
-    image_topic: str = opt("/kitti/camera_color_left/image", "colour image of camera 2 "
-                           "(kitti2bag's name; it has no _raw suffix)")
+    image_topic: str = opt("/kitti/camera_color_left/image_raw", "colour image of camera 2 "
+                           "(kitti2bag's name for raw drives, bgr8); when a bag lacks it and no "
+                           "topic is given, the camera is found (bags/topics.py)")
     camera_info_topic: str = opt("/kitti/camera_color_left/camera_info", "CameraInfo of camera 2")
     lidar_topic: str = opt("/kitti/velo/pointcloud", "Velodyne scan, PointCloud2 x y z intensity")
     tf_static_topic: str = opt("/tf_static", "static transforms (velo_link -> camera frame)")
@@ -364,6 +365,9 @@ class BagPlayerConfig:
                          "bags of non-contiguous frames (0: keep every pause)",
                          range=(0.0, 3600.0))
     progress: bool = opt(True, "show a tqdm progress bar")
+    camera: str = opt("", "the bag's camera image topic, played (with its sibling camera_info) "
+                      "also as --image-topic / --camera-info-topic; empty: --image-topic itself "
+                      "when the bag has it, else the camera found in the bag (bags/topics.py)")
 
 
 @dataclass
@@ -375,9 +379,10 @@ class EvalNodeConfig:
     output_dir: str = opt("eval_output", "where the CSV, JSON and plots are written")
     queue_size: int = opt(30, "messages kept per topic while waiting for a stamp match",
                           range=(1, 10000))
-    slop: float = opt(0.0, "largest stamp difference (s) accepted as a match; 0 = exact stamps "
-                      "(bags from kitti_to_bag give the scan its camera frame's stamp)",
-                      range=(0.0, 1.0))
+    slop: float = opt(0.05, "largest stamp difference (s) between a depth image and its LiDAR "
+                      "scan; nearest first. kitti2bag stamps scans with the scanner's clock, "
+                      "~10 ms from the camera's; half of KITTI's 10 Hz period cannot pick a "
+                      "neighbouring frame. 0 = exact stamps", range=(0.0, 1.0))
     min_depth: float = opt(1e-3, "ground truth below this (metres) is ignored", range=(0.0, 10.0))
     max_depth: float = opt(80.0, "ground truth above this (metres) is ignored; predictions are "
                            "clamped to [min_depth, max_depth]", range=(1.0, 1000.0))
@@ -386,6 +391,12 @@ class EvalNodeConfig:
                               range=(0.5, 100.0))
     summary_period: float = opt(1.0, "seconds between diagnostics summaries", range=(0.05, 60.0))
     write_on_shutdown: bool = opt(True, "write the report when the node shuts down")
+    relay_camera_to: str = opt("/kitti/camera_color_left/image_raw", "kitti_eval_node: the image "
+                               "topic the depth node listens on. While nobody publishes it, the "
+                               "camera found in the graph (bags/topics.py: an Image topic with a "
+                               "sibling camera_info, camera_color_left first) is relayed there, "
+                               "camera_info beside it; empty: never relay")
+    camera: str = opt("", "kitti_eval_node: the camera image topic to relay (empty: found)")
 
     def eval_config(self) -> "EvalConfig":
         return EvalConfig(min_depth=self.min_depth, max_depth=self.max_depth,

@@ -31,6 +31,42 @@ def lidar_depth(points: np.ndarray, K: np.ndarray, velo_to_cam: np.ndarray, widt
     return project_points(points, velo_to_image, width, height)
 
 
+def p_offset(P: np.ndarray) -> np.ndarray:
+    """(tx, ty, tz) of a 3x4 projection ``P = K [I | t]``: where P's camera sits relative to the
+    frame it projects from (camera 2's ~6 cm from camera 0 in a KITTI ``P_rect_02``)."""
+    P = np.asarray(P, dtype=np.float64).reshape(3, 4)
+    return np.linalg.solve(P[:, :3], P[:, 3])
+
+
+def frame_to_camera(P: np.ndarray, frame: str, tf, tol: float = 0.02) -> tuple[np.ndarray, str]:
+    """4x4 taking points in a camera_info's header ``frame`` into the optical frame of the camera
+    ``P`` describes, and one line saying which case it is.
+
+    kitti2bag master stamps camera_info in camera 2's own frame (``camera_color_left``, placed at
+    camera 2 by /tf_static) while P = P_rect_02 still holds camera 2's offset from camera 0:
+    applying both would count the offset twice, so it is dropped (identity). The
+    ``image_rect_color`` layout stamps it in camera 0's frame (``camera_gray_left``); there the
+    offset lives only in P and is applied. The tf tells the cases apart: the offset is applied
+    when /tf_static (``tf``: ``frames()``, ``lookup(target, source)``) holds another frame at
+    exactly P's offset from ``frame``, with the same orientation. Without such a frame the header
+    frame is taken to be the camera itself (as in bags written by kitti_to_bag).
+    """
+    t = p_offset(P)
+    if np.linalg.norm(t) < 1e-4:
+        return np.eye(4), f"{frame}: P has no offset"
+    tol = min(tol, 0.5 * float(np.linalg.norm(t)))
+    for other in sorted(tf.frames() - {frame}) if tf is not None else ():
+        T = tf.lookup(other, frame)  # points in `frame` -> `other`
+        if T is not None and np.allclose(T[:3, :3], np.eye(3), atol=1e-3) \
+                and np.linalg.norm(T[:3, 3] - t) < tol:
+            C = np.eye(4)
+            C[:3, 3] = t
+            return C, (f"{frame} is the reference camera; P's offset ({t[0]:+.3f} m) applied "
+                       f"(its camera is {other})")
+    return np.eye(4), (f"{frame} is the camera itself; P's offset ({t[0]:+.3f} m) not applied "
+                       "again")
+
+
 def calib_velo_to_cam(calib_dir: str | Path) -> np.ndarray:
     """4x4 velo -> camera-2 optical frame from a KITTI date folder (or a drive folder in it)."""
     from .kitti import KittiFormatError, read_raw_calib

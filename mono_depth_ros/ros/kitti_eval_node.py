@@ -23,12 +23,14 @@ import threading
 import typing
 
 from ..config import ConfigError, EvalNodeConfig, check_value, from_dict
-from ..lidar_eval import EvalRecorder, calib_velo_to_cam, format_table, lidar_depth
+from ..lidar_eval import (EvalRecorder, calib_velo_to_cam, format_table, frame_to_camera,
+                          lidar_depth)
 from ..sync import StampSynchronizer
 
-INPUTS = ("depth", "lidar_points")
+INPUTS = ("depth", "lidar_points")  # synchronised by stamp; camera_info is looked up
 # s after the stop signal: plots not drawn by then are left out, so the node exits within 2 s
-PLOTS_WITHIN = 1.2  # synchronised by stamp; camera_info is looked up
+PLOTS_WITHIN = 1.2
+RELAY_CHECK = 2.0  # s between looks for a camera to relay (relay_camera_to)
 
 
 def declare_config(node, cls, prefix: str = ""):
@@ -79,6 +81,7 @@ class KittiEvalNode:
         self.extrinsic = None
         self.errors = 0
         self.last_report: dict = {}
+        self.geometry_note = ""
         if self.cfg.calib_dir:
             self.extrinsic = calib_velo_to_cam(self.cfg.calib_dir)
             self.log.info(f"LiDAR -> camera extrinsic from {self.cfg.calib_dir}")
@@ -92,6 +95,10 @@ class KittiEvalNode:
         ]
         self.diag_pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.timer = node.create_timer(self.cfg.summary_period, self._publish_diagnostics)
+        self.relay = None  # (subscriptions, publishers) once a camera is relayed
+        self.relay_note = ""
+        if self.cfg.relay_camera_to:
+            self.relay_timer = node.create_timer(RELAY_CHECK, self._check_camera)
         self.srv = node.create_service(Trigger, "~/write_report", self._on_trigger)
         self.log.info(f"evaluating {node.resolve_topic_name('depth')} against "
                       f"{node.resolve_topic_name('lidar_points')}; report in {self.cfg.output_dir}")
@@ -187,6 +194,8 @@ class KittiEvalNode:
                     self.recorder.skip("no camera_info yet")
                 return
             K = camera_matrix(info)
+            if self.extrinsic is None:  # from /tf_static: P's offset where the frame needs it
+                T = self._frame_to_camera(info, depth_msg.header.frame_id) @ T
             gt = lidar_depth(cloud_to_xyz(cloud), K, T, depth.shape[1], depth.shape[0])
             with self.lock:
                 score = self.recorder.add(stamp, depth, gt, label=f"{stamp * 1e-9:.3f}")
@@ -199,6 +208,57 @@ class KittiEvalNode:
             with self.lock:
                 self.recorder.skip("bad input")
             self.log.error(f"frame {stamp * 1e-9:.3f} not scored: {exc}")
+
+    def _check_camera(self) -> None:
+        """While nobody publishes ``relay_camera_to`` (the depth node's input), relay the camera
+        found in the graph there (``camera`` param when set), so a bag played under another
+        layout's names needs no remapping; one log line says what was chosen, or why nothing."""
+        from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+        from sensor_msgs.msg import CameraInfo, Image
+
+        from ..bags.topics import (IMAGE_NAMES, TopicChoiceError, camera_info_sibling,
+                                   choose_camera)
+
+        node, dst = self.node, self.cfg.relay_camera_to
+        if self.relay is not None or node.count_publishers(dst) > 0:
+            return
+        # topics someone publishes (a subscription alone also lists a topic); image topics only
+        # under the usual names, never e.g. the depth node's own depth/color
+        types = {name: ts[0] for name, ts in node.get_topic_names_and_types()
+                 if ts and name != dst and node.count_publishers(name) > 0
+                 and (not ts[0].endswith("/Image") or name.rsplit("/", 1)[-1] in IMAGE_NAMES
+                      or name == self.cfg.camera)}
+        try:
+            src, src_info, note = choose_camera(types, self.cfg.camera or dst,
+                                                camera_info_sibling(self.cfg.camera or dst),
+                                                explicit=bool(self.cfg.camera), where="the graph")
+        except TopicChoiceError as exc:
+            if str(exc) != self.relay_note:
+                self.relay_note = str(exc)
+                text = f"nobody publishes {dst}; {exc}"
+                self.log.warning(text.replace("--image-topic", "parameter camera"))
+            return
+        dst_info = camera_info_sibling(dst)
+        qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        pubs = (node.create_publisher(Image, dst, qos),
+                node.create_publisher(CameraInfo, dst_info, qos))
+        subs = (node.create_subscription(Image, src, pubs[0].publish, qos_profile_sensor_data),
+                node.create_subscription(CameraInfo, src_info, pubs[1].publish,
+                                         qos_profile_sensor_data))
+        self.relay = (subs, pubs)
+        self.relay_note = f"{note}; nobody publishes {dst}: relayed there + {dst_info}"
+        self.log.info(self.relay_note)
+
+    def _frame_to_camera(self, info, frame: str):
+        """``lidar_eval.frame_to_camera`` for this camera_info (logged once per frame id)."""
+        import numpy as np
+
+        C, why = frame_to_camera(np.asarray(info.p, dtype=np.float64).reshape(3, 4),
+                                 frame.lstrip("/"), self.tf)
+        if why != self.geometry_note:
+            self.geometry_note = why
+            self.log.info(f"geometry: {why}")
+        return C
 
     # ----------------------------------------------------------------------------------------
     def counts(self) -> dict:
