@@ -262,26 +262,42 @@ class ScaleConfig:
                                range=(0.1, 10.0))
     smoothing: float = opt(0.1, "EMA weight of a new frame's scale (1 = no smoothing)",
                            range=(0.001, 1.0))
-    region_top: float = opt(0.6, "fit region: top edge as a fraction of image height",
+    region_top: float = opt(0.55, "fit region: top edge as a fraction of image height",
                             range=(0.0, 0.99))
-    region_left: float = opt(0.25, "fit region: left edge as a fraction of image width",
+    region_left: float = opt(0.1, "fit region: left edge as a fraction of image width",
                              range=(0.0, 0.49))
-    region_right: float = opt(0.75, "fit region: right edge as a fraction of image width",
+    region_right: float = opt(0.9, "fit region: right edge as a fraction of image width",
                               range=(0.51, 1.0))
     max_depth: float = opt(30.0, "ignore back-projected points farther than this (network "
                            "metres) when fitting", range=(1.0, 1000.0))
-    ransac_iters: int = opt(100, "RANSAC iterations of the plane fit", range=(1, 10000))
-    inlier_threshold: float = opt(0.05, "RANSAC inlier distance as a fraction of the median "
-                                  "height of the region's points below the camera (scale-free)",
+    pool: int = opt(4, "average the depth over pool x pool pixel blocks before fitting (removes "
+                    "checkerboard / upsampling noise; fewer points)", range=(1, 64))
+    max_slope_deg: float = opt(30.0, "fit only road-like points: where the surface (seen over "
+                               "16 pixels up and down) rises less than this from the "
+                               "horizontal; drops vehicle sides and rears, walls, poles",
+                               range=(1.0, 90.0))
+    ransac_iters: int = opt(500, "RANSAC plane hypotheses per frame", range=(1, 100000))
+    inlier_threshold: float = opt(0.05, "a point lies on a plane when its height differs from "
+                                  "the plane's by less than this fraction of the plane distance "
+                                  "(scale-free; about the relative depth noise)",
                                   range=(0.001, 1.0))
     min_points: int = opt(200, "skip the fit when the region has fewer valid points",
                           range=(3, 10_000_000))
     max_points: int = opt(5000, "subsample the region to at most this many points (speed)",
                           range=(100, 10_000_000))
-    min_inlier_ratio: float = opt(0.3, "reject a frame whose plane has fewer inliers than this",
+    min_inlier_ratio: float = opt(0.05, "floor on the share of the region's points on the plane "
+                                  "(vehicles may cover most of the region: plausibility of the "
+                                  "normal and height decides, not this share)",
                                   range=(0.0, 1.0))
-    max_tilt_deg: float = opt(25.0, "reject planes whose normal is further than this from the "
+    max_below_ratio: float = opt(0.1, "reject a plane with more than this share of the region's "
+                                 "points clearly under it (a bonnet or roof, not the road)",
+                                 range=(0.0, 1.0))
+    max_tilt_deg: float = opt(5.0, "reject planes whose normal is further than this from the "
                               "camera's down axis", range=(1.0, 90.0))
+    max_scale: float = opt(4.0, "reject planes implying a scale outside [1/max_scale, max_scale] "
+                           "and prefer planes near camera_height (the network's depth is roughly "
+                           "metric already); raise it for a relative-depth model",
+                           range=(1.0, 1000.0))
     max_jump: float = opt(0.3, "reject a frame whose scale differs from the running one by more "
                           "than this fraction (after the first frames)", range=(0.01, 10.0))
 
