@@ -10,6 +10,10 @@ uses the ground truth), metric AbsRel of the raw network depth, metric AbsRel wi
 ground-plane scale, and the ratio of the last to the median-scaled one; then every frame whose
 plane was rejected, with the reason. Needs the repository checkout (reads frames with
 ``training.data``).
+
+``--input lidar-noisy`` / ``lidar-traffic`` replace the network by the ground truth at 0.6x scale
+with 10 % per-pixel noise / with vehicles rendered in and 5 % noise: a check of the fit itself,
+independent of any model (the scale to find is known).
 """
 
 from __future__ import annotations
@@ -34,6 +38,13 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "kitti"
 SAMPLE = REPO / "data" / "kitti_sample"
 GROUPS = ("training drives", "not_for_training")
+INPUTS = ("network", "lidar-noisy", "lidar-traffic")
+STRESS_FACTOR = 0.6  # the ground truth is shrunk by this for the lidar-* inputs
+# Dense traffic as on the hidden test drive: a car 6 m ahead in our lane, a truck and a tanker
+# 3-4 m away in the lanes on both sides; boxes (min corner, max corner) in the camera frame
+# (x right, y down, z ahead; the road is 1.65 m below, y = +1.65).
+TRAFFIC = (((-1.0, -0.2, 6.0), (1.0, 1.35, 10.5)), ((-5.0, -2.2, 3.0), (-2.4, 1.4, 15.0)),
+           ((2.4, -1.8, 4.0), (5.0, 1.4, 16.0)))
 
 
 @dataclass
@@ -51,6 +62,36 @@ class FrameResult:
     abs_rel_none: float    # metric, network depth as is
     abs_rel_ground_plane: float  # metric, times the ground-plane scale
     gt_camera_height: float      # plane fitted to the ground truth itself (m; nan if none)
+
+
+def with_vehicles(depth: np.ndarray, K: np.ndarray, boxes=TRAFFIC) -> np.ndarray:
+    """``depth`` with box-shaped vehicles rendered in (the nearest surface wins), dense where a
+    vehicle is, as a network's depth would be: the road shows only between and under them."""
+    v, u = np.mgrid[0:depth.shape[0], 0:depth.shape[1]].astype(np.float64)
+    ray = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], -1)
+    out = np.full(depth.shape, np.inf)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for lo, hi in boxes:  # slab test; rays have z = 1, so the hit's t is its depth
+            t1, t2 = np.array(lo) / ray, np.array(hi) / ray
+            near = np.nanmax(np.minimum(t1, t2), -1)
+            far = np.nanmin(np.maximum(t1, t2), -1)
+            out = np.where((near <= far) & (near > 0), np.minimum(out, near), out)
+    return np.where(np.isfinite(out), out, depth).astype(np.float32)
+
+
+def noisy(depth: np.ndarray, factor: float, noise: float, seed: int = 0) -> np.ndarray:
+    """``depth`` times ``factor`` with independent per-pixel relative noise of std ``noise``."""
+    rng = np.random.default_rng(seed)
+    return (depth * factor * (1 + noise * rng.standard_normal(depth.shape))).astype(np.float32)
+
+
+def stress_input(kind: str, gt: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """The ground-truth-made prediction of ``--input`` ``kind`` (lidar-noisy, lidar-traffic)."""
+    if kind == "lidar-noisy":
+        return noisy(gt, STRESS_FACTOR, 0.10)
+    if kind == "lidar-traffic":
+        return noisy(with_vehicles(gt, K), STRESS_FACTOR, 0.05)
+    raise ValueError(f"unknown input {kind!r}; one of {', '.join(INPUTS)}")
 
 
 def intrinsics(frame) -> np.ndarray:
@@ -94,8 +135,9 @@ def default_index_files() -> list[Path]:
 
 
 def evaluate(backend, frames: list, scale_cfg: ScaleConfig | None = None,
-             progress: bool = False) -> list[FrameResult]:
-    """Score every frame with and without its own ground-plane scale (no EMA across frames)."""
+             progress: bool = False, kind: str = "network") -> list[FrameResult]:
+    """Score every frame with and without its own ground-plane scale (no EMA across frames);
+    ``kind`` other than network: the prediction is made from the ground truth (no backend)."""
     from training import data as D
 
     cfg = dataclasses.replace(scale_cfg or ScaleConfig(), mode="ground_plane", smoothing=1.0)
@@ -109,12 +151,17 @@ def evaluate(backend, frames: list, scale_cfg: ScaleConfig | None = None,
     for f in iterator:
         sample = D.load_sample(f)
         K = intrinsics(f)
-        depth = backend.infer(sample.rgb).fine
+        gt = sample.depth
+        if kind == "network":
+            depth = backend.infer(sample.rgb).fine
+        else:  # scored against the scene it shows (vehicles included), noise-free and metric
+            depth = stress_input(kind, gt, K)
+            gt = with_vehicles(gt, K) if kind == "lidar-traffic" else gt
         scaler = GroundPlaneScaler(cfg)  # fresh per frame: the frames are seconds apart
         s = scaler.update(depth, K)
         gt_fit = estimate_ground_plane(sample.depth, K, cfg).plane
-        raw = score_frame(depth, sample.depth, ecfg)
-        scaled = score_frame(depth * np.float32(s), sample.depth, ecfg)
+        raw = score_frame(depth, gt, ecfg)
+        scaled = score_frame(depth * np.float32(s), gt, ecfg)
         results.append(FrameResult(
             group_of(f), f.frame_id, f.drive or "-", scaler.last_fit is not None,
             scaler.last_reason, s, raw.scale, raw.scaled["abs_rel"], raw.metric["abs_rel"],
@@ -182,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
                          "not_for_training/index.tsv, or data/kitti_sample/index.tsv)")
     ap.add_argument("--per-drive", type=int, default=8, help="at most this many frames per drive")
     ap.add_argument("--camera-height", type=float, default=ScaleConfig.camera_height)
+    ap.add_argument("--input", default="network", choices=INPUTS,
+                    help="network = the model's depth; lidar-noisy / lidar-traffic = the ground "
+                         f"truth x{STRESS_FACTOR} with noise / with rendered vehicles (no model)")
     ap.add_argument("--frames", action="store_true", help="also print the per-frame table")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -193,13 +243,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         lists = [Path(p) for p in args.list] if args.list else default_index_files()
         frames = select_frames(lists, args.per_drive)
-        backend = create_backend(BackendConfig(
+        backend = None if args.input != "network" else create_backend(BackendConfig(
             backend="onnxruntime" if args.onnx and args.backend == "auto" else args.backend,
             checkpoint=args.checkpoint, onnx=args.onnx, device=args.device,
             threads=args.threads))
         results = evaluate(backend, frames, ScaleConfig(mode="ground_plane",
                                                         camera_height=args.camera_height),
-                           progress=sys.stderr.isatty())
+                           progress=sys.stderr.isatty(), kind=args.input)
     except ImportError as exc:
         print(f"error: {exc}; run from the repository root (needs training/)", file=sys.stderr)
         return 1
@@ -207,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
             ValueError) as exc:
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
-    print(f"backend: {backend.describe()}; frames: {', '.join(str(p) for p in lists)}; "
+    source = backend.describe() if backend else f"{args.input} (ground truth x{STRESS_FACTOR})"
+    print(f"input: {source}; frames: {', '.join(str(p) for p in lists)}; "
           f"at most {args.per_drive} per drive\n")
     print(to_markdown(summarise(results)))
     fails = failures(results)

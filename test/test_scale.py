@@ -13,8 +13,8 @@ from mono_depth_ros.config import ScaleConfig
 from mono_depth_ros.geometry import project_points
 from mono_depth_ros.kitti import find_raw_calib, read_rgb, read_velodyne
 from mono_depth_ros.scale import GroundPlaneScaler, estimate_ground_plane, fit_ground_plane
-from mono_depth_ros.scale_eval import (evaluate, failures, intrinsics, select_frames, summarise,
-                                       to_markdown)
+from mono_depth_ros.scale_eval import (evaluate, failures, intrinsics, noisy, select_frames,
+                                       summarise, to_markdown, with_vehicles)
 from mono_depth_ros.sample_frames import DRIVE_0001, DRIVE_0005, SAMPLE_ROOT, sample_frame
 from training import data as D
 
@@ -119,31 +119,6 @@ def test_mode_none_never_scales():
     assert GroundPlaneScaler(ScaleConfig(mode="none")).update(road_depth(0.3), K) == 1.0
 
 
-def with_vehicles(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """``depth`` with three vehicles rendered in (camera frame, y down, road at y = +1.65 m):
-    a car 6 m ahead in our lane, a truck and a tanker 3-4 m away in the lanes on both sides,
-    the dense-traffic scene of the hidden test drive. Dense where a vehicle is, as a network's
-    depth would be; the real road (LiDAR) shows only between and under them."""
-    boxes = [((-1.0, -0.2, 6.0), (1.0, 1.35, 10.5)), ((-5.0, -2.2, 3.0), (-2.4, 1.4, 15.0)),
-             ((2.4, -1.8, 4.0), (5.0, 1.4, 16.0))]
-    v, u = np.mgrid[0:depth.shape[0], 0:depth.shape[1]].astype(np.float64)
-    ray = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], -1)
-    out = np.full(depth.shape, np.inf)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for lo, hi in boxes:  # slab test: z of the first hit (rays have z = 1)
-            t1, t2 = np.array(lo) / ray, np.array(hi) / ray
-            near = np.nanmax(np.minimum(t1, t2), -1)
-            far = np.nanmin(np.maximum(t1, t2), -1)
-            out = np.where((near <= far) & (near > 0), np.minimum(out, near), out)
-    return np.where(np.isfinite(out), out, depth).astype(np.float32)
-
-
-def _noisy(depth: np.ndarray, factor: float, noise: float, seed: int = 0) -> np.ndarray:
-    """``depth`` times ``factor`` with independent per-pixel relative noise (a network's)."""
-    rng = np.random.default_rng(seed)
-    return (depth * factor * (1 + noise * rng.standard_normal(depth.shape))).astype(np.float32)
-
-
 # One frame per drive: sample frames (always here) and ../shared/kitti frames with vehicles in
 # the fit region (cars on both sides, a truck, parked cars, dense interpolated GT, disparity GT).
 SAMPLE_IDS = ["2011_09_26/2011_09_26_drive_0001_sync/0000000005",
@@ -175,8 +150,8 @@ def test_scale_of_noisy_lidar_in_traffic_is_recovered(frame_id):
     ref = fit_ground_plane(sample.depth, Kf, CFG)
     assert ref is not None and ref.distance == pytest.approx(1.65, abs=0.12)
     true_scale = 1.65 / (0.6 * ref.distance)
-    for name, depth in (("noisy", _noisy(sample.depth, 0.6, 0.10)),
-                        ("traffic", _noisy(with_vehicles(sample.depth, Kf), 0.6, 0.05))):
+    for name, depth in (("noisy", noisy(sample.depth, 0.6, 0.10)),
+                        ("traffic", noisy(with_vehicles(sample.depth, Kf), 0.6, 0.05))):
         est = estimate_ground_plane(depth, Kf, CFG)
         assert est.ok, f"{name}: {est.reason}"
         s = 1.65 / est.plane.distance
@@ -192,9 +167,9 @@ def test_node_smoothing_holds_the_scale_through_traffic(drive, frame):
     calib = find_raw_calib(f.drive_dir)
     lidar = project_points(read_velodyne(f.velodyne), calib.velo_to_image, W, H)
     scaler = GroundPlaneScaler(dataclasses.replace(CFG, smoothing=0.3))
-    first = scaler.update(_noisy(lidar, 0.5, 0.05), calib.K)
+    first = scaler.update(noisy(lidar, 0.5, 0.05), calib.K)
     for i in range(5):
-        s = scaler.update(_noisy(with_vehicles(lidar, calib.K), 0.5, 0.05, seed=i + 1), calib.K)
+        s = scaler.update(noisy(with_vehicles(lidar, calib.K), 0.5, 0.05, seed=i + 1), calib.K)
     assert scaler.fit_rate == 1.0
     assert s == pytest.approx(first, rel=0.03)
 
@@ -207,7 +182,7 @@ class _GtBackend:
 
     def infer(self, rgb):
         f = next(self.frames)
-        depth = _noisy(D.load_sample(f).depth, 0.5, 0.10)
+        depth = noisy(D.load_sample(f).depth, 0.5, 0.10)
         return DepthResult(depth, depth)
 
 
