@@ -320,6 +320,10 @@ def test_ground_plane_scale_multiplies_depth_by_the_reported_scale(node, client)
         assert diag["scale_mode"] == "ground_plane"
         ratio = scaled / plain
         np.testing.assert_allclose(ratio, float(diag["scale"]), rtol=1e-3)
+        # fit rate over the frames since the scaler was made; the reason when it was rejected
+        fit_rate = float(diag["scale_fit_rate"])
+        assert fit_rate in (0.0, 1.0) and (fit_rate == 1.0) == (diag["scale_rejection"] == "")
+        assert fit_rate == 1.0 or float(diag["scale"]) == 1.0
     finally:
         client.set_parameters("depth_node", {"scale.mode": "none"})
 

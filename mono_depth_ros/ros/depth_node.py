@@ -328,7 +328,9 @@ class DepthNode(Node):
                   "dropped_frames": self.slot.dropped, "rejected_frames": rejected,
                   "failed_frames": failed, "camera_info": self.camera_info is not None,
                   "scale_mode": self.scale_cfg.mode,
-                  "scale": getattr(self.scaler, "scale", None) or 1.0}
+                  "scale": getattr(self.scaler, "scale", None) or 1.0,
+                  "scale_fit_rate": getattr(self.scaler, "fit_rate", 0.0),
+                  "scale_rejection": getattr(self.scaler, "last_reason", "")}
         status.values = [KeyValue(key=k, value=f"{v:.6g}" if isinstance(v, float) else str(v))
                          for k, v in values.items()]
         msg = DiagnosticArray(status=[status])
