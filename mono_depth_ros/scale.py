@@ -1,25 +1,29 @@
 """Metric scale without ground truth: fit the road plane, divide the known camera height by it.
 
 Monocular depth is only known up to scale on a new camera or car. The road below the horizon is a
-plane ``camera_height`` below the camera, so: back-project the predicted depth of the lower image
-with the intrinsics, find the road plane among the points (RANSAC that prefers the lowest
-well-supported plane: points under a candidate plane count against it, so car roofs and bonnets
-lose to the road even when vehicles cover most of the region), refine it, and accept it by the
-plausibility of its normal and height rather than by the share of points on it: in dense traffic
-the road is a small part of the view. scale = camera_height / plane distance. Per-frame scales are
-smoothed with an EMA in log space and frames whose scale jumps are rejected, so the published
-scale does not flicker. ROS-free.
+plane ``camera_height`` below the camera, so: median-pool the predicted depth of the lower image,
+back-project it with the intrinsics, keep the road-like points (drop vertical surfaces: vehicle
+sides and rears, walls), find the road plane among them (RANSAC that prefers the lowest
+well-supported, near-level plane at a plausible height: points under a candidate plane count
+against it, so bonnets and truck beds lose to the road even when vehicles cover most of the
+view), refine its height to the mode of the points' heights, and accept it by the plausibility
+of its normal and height rather than by the share of points on it. scale = camera_height / plane
+distance. Per-frame scales are smoothed with an EMA in log space and frames whose scale jumps are
+rejected, so the published scale does not flicker. ROS-free; docs/runtime.md section 4.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from .config import ScaleConfig
+
+log = logging.getLogger(__name__)
 
 BELOW_PENALTY = 2.0  # a point clearly under a candidate plane costs two points on it
 BELOW_MARGIN = 0.25  # "clearly under": lower than the plane by this fraction of its distance
@@ -279,6 +283,8 @@ class GroundPlaneScaler:
         if est.plane is not None:
             self.fits += 1
             self._fold(self.cfg.camera_height / est.plane.distance)
+        else:
+            log.debug("ground plane rejected, scale kept at %s: %s", self.scale, est.reason)
         return self.scale if self.scale is not None else 1.0
 
     def _fold(self, s: float) -> None:
