@@ -30,7 +30,7 @@ from ..sync import StampSynchronizer
 INPUTS = ("depth", "lidar_points")  # synchronised by stamp; camera_info is looked up
 # s after the stop signal: plots not drawn by then are left out, so the node exits within 2 s
 PLOTS_WITHIN = 1.2
-RELAY_CHECK = 2.0  # s between looks for a camera to relay (relay_camera_to)
+RELAY_CHECK = 0.5  # s between looks for a camera to relay (relay_camera_to)
 
 
 def declare_config(node, cls, prefix: str = ""):
@@ -95,7 +95,7 @@ class KittiEvalNode:
         ]
         self.diag_pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.timer = node.create_timer(self.cfg.summary_period, self._publish_diagnostics)
-        self.relay = None  # (subscriptions, publishers) once a camera is relayed
+        self.relay = None  # (source, source info, publishers, subscriptions) of a relay
         self.relay_note = ""
         if self.cfg.relay_camera_to:
             self.relay_timer = node.create_timer(RELAY_CHECK, self._check_camera)
@@ -210,9 +210,11 @@ class KittiEvalNode:
             self.log.error(f"frame {stamp * 1e-9:.3f} not scored: {exc}")
 
     def _check_camera(self) -> None:
-        """While nobody publishes ``relay_camera_to`` (the depth node's input), relay the camera
-        found in the graph there (``camera`` param when set), so a bag played under another
-        layout's names needs no remapping; one log line says what was chosen, or why nothing."""
+        """While someone (the depth node) subscribes ``relay_camera_to`` but nobody publishes it,
+        relay the camera found in the graph there (``camera`` param when set), so a bag played
+        under another layout's names needs no remapping; one log line says what was chosen, or
+        why nothing. The relay subscribes to the camera only once its own publishers have matched
+        the subscribers, so the first frames are not lost."""
         from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
         from sensor_msgs.msg import CameraInfo, Image
 
@@ -220,7 +222,17 @@ class KittiEvalNode:
                                    choose_camera)
 
         node, dst = self.node, self.cfg.relay_camera_to
-        if self.relay is not None or node.count_publishers(dst) > 0:
+        if self.relay is not None:
+            src, src_info, pubs, subs = self.relay
+            if subs is None and pubs[0].get_subscription_count() > 0:
+                self.relay = (src, src_info, pubs, (
+                    node.create_subscription(Image, src, pubs[0].publish,
+                                             qos_profile_sensor_data),
+                    node.create_subscription(CameraInfo, src_info, pubs[1].publish,
+                                             qos_profile_sensor_data)))
+                self.log.info(self.relay_note)
+            return
+        if node.count_publishers(dst) > 0 or node.count_subscribers(dst) == 0:
             return
         # topics someone publishes (a subscription alone also lists a topic); image topics only
         # under the usual names, never e.g. the depth node's own depth/color
@@ -242,12 +254,8 @@ class KittiEvalNode:
         qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         pubs = (node.create_publisher(Image, dst, qos),
                 node.create_publisher(CameraInfo, dst_info, qos))
-        subs = (node.create_subscription(Image, src, pubs[0].publish, qos_profile_sensor_data),
-                node.create_subscription(CameraInfo, src_info, pubs[1].publish,
-                                         qos_profile_sensor_data))
-        self.relay = (subs, pubs)
+        self.relay = (src, src_info, pubs, None)  # subscriptions once the publishers match
         self.relay_note = f"{note}; nobody publishes {dst}: relayed there + {dst_info}"
-        self.log.info(self.relay_note)
 
     def _frame_to_camera(self, info, frame: str):
         """``lidar_eval.frame_to_camera`` for this camera_info (logged once per frame id)."""
