@@ -31,6 +31,7 @@ INPUTS = ("depth", "lidar_points")  # synchronised by stamp; camera_info is look
 # s after the stop signal: plots not drawn by then are left out, so the node exits within 2 s
 PLOTS_WITHIN = 1.2
 RELAY_CHECK = 0.5  # s between looks for a camera to relay (relay_camera_to)
+RELAY_PATIENCE = 5.0  # s without any camera before the node says so
 
 
 def declare_config(node, cls, prefix: str = ""):
@@ -97,6 +98,7 @@ class KittiEvalNode:
         self.timer = node.create_timer(self.cfg.summary_period, self._publish_diagnostics)
         self.relay = None  # (source, source info, publishers, subscriptions) of a relay
         self.relay_note = ""
+        self.relay_misses = 0
         if self.cfg.relay_camera_to:
             self.relay_timer = node.create_timer(RELAY_CHECK, self._check_camera)
         self.srv = node.create_service(Trigger, "~/write_report", self._on_trigger)
@@ -233,6 +235,7 @@ class KittiEvalNode:
                 self.log.info(self.relay_note)
             return
         if node.count_publishers(dst) > 0 or node.count_subscribers(dst) == 0:
+            self.relay_misses = 0
             return
         # topics someone publishes (a subscription alone also lists a topic); image topics only
         # under the usual names, never e.g. the depth node's own depth/color
@@ -245,7 +248,8 @@ class KittiEvalNode:
                                                 camera_info_sibling(self.cfg.camera or dst),
                                                 explicit=bool(self.cfg.camera), where="the graph")
         except TopicChoiceError as exc:
-            if str(exc) != self.relay_note:
+            self.relay_misses += 1  # say it once it lasts (a player may just be starting)
+            if str(exc) != self.relay_note and self.relay_misses * RELAY_CHECK >= RELAY_PATIENCE:
                 self.relay_note = str(exc)
                 text = f"nobody publishes {dst}; {exc}"
                 self.log.warning(text.replace("--image-topic", "parameter camera"))
