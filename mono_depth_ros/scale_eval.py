@@ -8,8 +8,7 @@ or of ``data/kitti_sample`` on a fresh clone. Each frame is fitted on its own (n
 frames are seconds apart). Per group it prints: frames, fit rate, median-scaled AbsRel (oracle,
 uses the ground truth), metric AbsRel of the raw network depth, metric AbsRel with the
 ground-plane scale, and the ratio of the last to the median-scaled one; then every frame whose
-plane was rejected, with the reason. Needs the repository checkout (reads frames with
-``training.data``).
+plane was rejected, with the reason.
 
 ``--input lidar-noisy`` / ``lidar-traffic`` replace the network by the ground truth at 0.6x scale
 with 10 % per-pixel noise / with vehicles rendered in and 5 % noise: a check of the fit itself,
@@ -30,7 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from .config import BackendConfig, EvalConfig, ScaleConfig
-from .kitti import KittiFormatError, read_calib_file
+from .kitti import KittiFormatError, read_rgb
+from .kitti_index import ground_truth, intrinsics, read_index
 from .metrics import score_frame
 from .scale import GroundPlaneScaler, estimate_ground_plane
 
@@ -94,16 +94,6 @@ def stress_input(kind: str, gt: np.ndarray, K: np.ndarray) -> np.ndarray:
     raise ValueError(f"unknown input {kind!r}; one of {', '.join(INPUTS)}")
 
 
-def intrinsics(frame) -> np.ndarray:
-    """3x3 K of a ``training.data.Frame``'s left colour camera (raw, object or stereo calib)."""
-    calib = read_calib_file(frame.calib[0])
-    cam = "3" if "image_03" in frame.frame_id or "image_3" in str(frame.rgb) else "2"
-    for key in (f"P_rect_0{cam}", f"P{cam}"):
-        if key in calib and calib[key].size == 12:
-            return calib[key].reshape(3, 4)[:, :3].astype(np.float64)
-    raise KittiFormatError(f"{frame.calib[0]}: no P_rect_0{cam} / P{cam} projection matrix")
-
-
 def group_of(frame) -> str:
     """'not_for_training' for frames under not_for_training/, else 'training drives'."""
     return GROUPS[1] if "not_for_training" in frame.rgb.parts else GROUPS[0]
@@ -112,13 +102,11 @@ def group_of(frame) -> str:
 def select_frames(index_files: list[Path], per_drive: int) -> list:
     """Left-camera frames of the index files, at most ``per_drive`` (evenly spread) per drive;
     frames of unknown drive are groups of their own."""
-    from training import data as D
-
     by_drive: dict[tuple[str, str], list] = defaultdict(list)
     for path in index_files:
         root = path.parent if path.parent.name != "not_for_training" else path.parent.parent
-        for f in D.read_index(path, root):
-            if "image_03" in f.frame_id:
+        for f in read_index(path, root):
+            if f.camera != 2:
                 continue
             by_drive[(group_of(f), f.drive or f.frame_id)].append(f)
     out = []
@@ -138,8 +126,6 @@ def evaluate(backend, frames: list, scale_cfg: ScaleConfig | None = None,
              progress: bool = False, kind: str = "network") -> list[FrameResult]:
     """Score every frame with and without its own ground-plane scale (no EMA across frames);
     ``kind`` other than network: the prediction is made from the ground truth (no backend)."""
-    from training import data as D
-
     cfg = dataclasses.replace(scale_cfg or ScaleConfig(), mode="ground_plane", smoothing=1.0)
     ecfg = EvalConfig()
     results = []
@@ -149,17 +135,18 @@ def evaluate(backend, frames: list, scale_cfg: ScaleConfig | None = None,
 
         iterator = tqdm(frames, desc="scale_eval", unit="frame")
     for f in iterator:
-        sample = D.load_sample(f)
+        rgb = read_rgb(f.rgb)
+        gt_true, _ = ground_truth(f, *rgb.shape[:2])
         K = intrinsics(f)
-        gt = sample.depth
+        gt = gt_true
         if kind == "network":
-            depth = backend.infer(sample.rgb).fine
+            depth = backend.infer(rgb).fine
         else:  # scored against the scene it shows (vehicles included), noise-free and metric
-            depth = stress_input(kind, gt, K)
-            gt = with_vehicles(gt, K) if kind == "lidar-traffic" else gt
+            depth = stress_input(kind, gt_true, K)
+            gt = with_vehicles(gt_true, K) if kind == "lidar-traffic" else gt_true
         scaler = GroundPlaneScaler(cfg)  # fresh per frame: the frames are seconds apart
         s = scaler.update(depth, K)
-        gt_fit = estimate_ground_plane(sample.depth, K, cfg).plane
+        gt_fit = estimate_ground_plane(gt_true, K, cfg).plane
         raw = score_frame(depth, gt, ecfg)
         scaled = score_frame(depth * np.float32(s), gt, ecfg)
         results.append(FrameResult(
@@ -250,9 +237,6 @@ def main(argv: list[str] | None = None) -> int:
         results = evaluate(backend, frames, ScaleConfig(mode="ground_plane",
                                                         camera_height=args.camera_height),
                            progress=sys.stderr.isatty(), kind=args.input)
-    except ImportError as exc:
-        print(f"error: {exc}; run from the repository root (needs training/)", file=sys.stderr)
-        return 1
     except (BackendUnavailable, ConfigError, ModelLoadError, KittiFormatError, OSError,
             ValueError) as exc:
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)

@@ -13,10 +13,10 @@ from mono_depth_ros.config import ScaleConfig
 from mono_depth_ros.geometry import project_points
 from mono_depth_ros.kitti import find_raw_calib, read_rgb, read_velodyne
 from mono_depth_ros.scale import GroundPlaneScaler, estimate_ground_plane, fit_ground_plane
-from mono_depth_ros.scale_eval import (evaluate, failures, intrinsics, noisy, select_frames,
-                                       summarise, to_markdown, with_vehicles)
+from mono_depth_ros.kitti_index import ground_truth, intrinsics, read_index
+from mono_depth_ros.scale_eval import (evaluate, failures, noisy, select_frames, summarise,
+                                       to_markdown, with_vehicles)
 from mono_depth_ros.sample_frames import DRIVE_0001, DRIVE_0005, SAMPLE_ROOT, sample_frame
-from training import data as D
 
 H, W = 375, 1242
 K = np.array([[721.5, 0.0, 609.6], [0.0, 721.5, 172.9], [0.0, 0.0, 1.0]])
@@ -130,10 +130,10 @@ SHARED_IDS = ["object/training/000008", "object/training/000003", "object/traini
 
 def _frame(frame_id: str):
     if frame_id in SAMPLE_IDS:
-        return next(f for f in D.read_index(SAMPLE_ROOT / "index.tsv") if f.frame_id == frame_id)
+        return next(f for f in read_index(SAMPLE_ROOT / "index.tsv") if f.frame_id == frame_id)
     if not (SHARED / "index.tsv").is_file():
         pytest.skip(f"{SHARED} is not on this machine (shared KITTI folder)")
-    frames = D.read_index(SHARED / "index.tsv") + D.read_index(
+    frames = read_index(SHARED / "index.tsv") + read_index(
         SHARED / "not_for_training" / "index.tsv", SHARED)
     return next(f for f in frames if f.frame_id == frame_id)
 
@@ -145,13 +145,13 @@ def test_scale_of_noisy_lidar_in_traffic_is_recovered(frame_id):
     clean ground truth gives and the known factor (1 / 0.6) within 7 % (the camera height prior,
     1.65 m, is itself a few % off on some frames: the LiDAR road lies 1.53-1.73 m below)."""
     f = _frame(frame_id)
-    sample = D.load_sample(f)
+    gt, _ = ground_truth(f, *read_rgb(f.rgb).shape[:2])
     Kf = intrinsics(f)
-    ref = fit_ground_plane(sample.depth, Kf, CFG)
+    ref = fit_ground_plane(gt, Kf, CFG)
     assert ref is not None and ref.distance == pytest.approx(1.65, abs=0.12)
     true_scale = 1.65 / (0.6 * ref.distance)
-    for name, depth in (("noisy", noisy(sample.depth, 0.6, 0.10)),
-                        ("traffic", noisy(with_vehicles(sample.depth, Kf), 0.6, 0.05))):
+    for name, depth in (("noisy", noisy(gt, 0.6, 0.10)),
+                        ("traffic", noisy(with_vehicles(gt, Kf), 0.6, 0.05))):
         est = estimate_ground_plane(depth, Kf, CFG)
         assert est.ok, f"{name}: {est.reason}"
         s = 1.65 / est.plane.distance
@@ -182,7 +182,7 @@ class _GtBackend:
 
     def infer(self, rgb):
         f = next(self.frames)
-        depth = noisy(D.load_sample(f).depth, 0.5, 0.10)
+        depth = noisy(ground_truth(f, *rgb.shape[:2])[0], 0.5, 0.10)
         return DepthResult(depth, depth)
 
 
