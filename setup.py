@@ -33,10 +33,11 @@ setup(
     python_requires=">=3.10",
     entry_points={
         "console_scripts": [
-            f"depth_node = {PACKAGE}.ros.depth_node:main",
-            f"kitti_eval_node = {PACKAGE}.ros.kitti_eval_node:main",
-            f"kitti_bag_player = {PACKAGE}.ros.bag_player:main",
-            f"mono_depth_bringup = {PACKAGE}.ros.bringup:main",
+            # ROS executables: stop handlers first, then the node module (ros/scripts.py)
+            f"depth_node = {PACKAGE}.ros.scripts:depth_node",
+            f"kitti_eval_node = {PACKAGE}.ros.scripts:kitti_eval_node",
+            f"kitti_bag_player = {PACKAGE}.ros.scripts:kitti_bag_player",
+            f"mono_depth_bringup = {PACKAGE}.ros.scripts:mono_depth_bringup",
             f"kitti_to_bag = {PACKAGE}.bags.kitti_to_bag:main",
             f"evaluate_bag = {PACKAGE}.bags.evaluate_bag:main",
             f"mono_depth_predict = {PACKAGE}.predict:main",

@@ -1,12 +1,15 @@
 """Latency of every available backend at several input sizes on real KITTI frames.
 
-``python -m mono_depth_ros.benchmark [--sizes 128x416,192x640,256x832] [--iters 30]`` exports a
+``python -m mono_depth_ros.benchmark [--sizes 416x128,640x192,832x256] [--iters 30]`` exports a
 temporary ONNX file per size from the same checkpoint (the network is fully convolutional), then
 runs each (backend, size) in its own child process so that peak RSS is that backend's alone.
 Timed: ``backend.infer`` on full-size KITTI frames, i.e. preprocessing, network and resizing the
-depth back to 1242x375. Prints one markdown table with p50/p99 latency, fps, peak RSS, speed-up
-over torch eager, model GFLOP and the share of the machine's peak (default 157 GFLOP/s, the figure
-measured on this project's 2-core CPU machine) the backend reaches.
+depth back to 1242x375, plus, per stage, decoding the PNG file (p50 ms of decode, pre-process,
+inference, post-process). ``onnxruntime-cpu-int8`` is the statically quantised model that
+``precision: int8`` runs (built into the cache on first use, ``backends.ort_quant``). Prints
+one markdown table with p50/p99 latency, fps, the stage breakdown, peak RSS, speed-up over torch
+eager, model GFLOP and the share of the machine's peak (default 157 GFLOP/s, the figure measured
+on this project's 2-core CPU machine) the backend reaches.
 """
 
 from __future__ import annotations
@@ -45,11 +48,11 @@ def _available() -> list[str]:
         out.append("onnxruntime-cuda")
     if torch.cuda.is_available():
         out.append("torch-cuda")
-    return out + ["onnxruntime-cpu", "torch-cpu"]
+    return out + ["onnxruntime-cpu", "onnxruntime-cpu-int8", "torch-cpu"]
 
 
 def _make(variant: str, onnx_path: str, checkpoint: str, size: tuple[int, int], threads: int,
-          cache_dir: str):
+          cache_dir: str, calibration: str = ""):
     """Build one backend variant at ``size`` (h, w)."""
     if variant.startswith("torch"):
         from .backends.torch_backend import TorchBackend
@@ -60,32 +63,40 @@ def _make(variant: str, onnx_path: str, checkpoint: str, size: tuple[int, int], 
     if variant.startswith("onnxruntime"):
         from .backends.onnxruntime_backend import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(onnx_path, "cuda" if variant.endswith("cuda") else "cpu",
-                                  threads)
+        return OnnxRuntimeBackend(onnx_path, "cuda" if "cuda" in variant else "cpu", threads)
     from .backends.tensorrt_backend import TensorRTBackend
 
-    return TensorRTBackend(onnx_path, cache_dir, variant.split("-")[1], allow_build=True)
+    return TensorRTBackend(onnx_path, cache_dir, variant.split("-")[1], allow_build=True,
+                           calibration=calibration)
 
 
 def run_one(variant: str, onnx_path: str, checkpoint: str, size: tuple[int, int], iters: int,
-            warmup: int, threads: int, cache_dir: str) -> dict:
-    """Time one backend in this process; returns latencies (ms) and peak RSS (MiB)."""
+            warmup: int, threads: int, cache_dir: str, calibration: str = "") -> dict:
+    """Time one backend in this process; returns latencies (ms), stages (ms) and peak RSS."""
     from .kitti import read_rgb
     from .sample_frames import all_frames
+    from .timing import StageTimes
 
-    images = [read_rgb(f.image) for f in all_frames()]
-    b = _make(variant, onnx_path, checkpoint, size, threads, cache_dir)
+    paths = [f.image for f in all_frames()]
+    images = [read_rgb(p) for p in paths]
+    b = _make(variant, onnx_path, checkpoint, size, threads, cache_dir, calibration)
     for i in range(warmup):
         b.infer(images[i % len(images)])
     times = []
+    stages = StageTimes()
     for i in range(iters):
         t0 = time.perf_counter()
+        read_rgb(paths[i % len(paths)])  # the decode stage: PNG file -> RGB (not part of infer)
+        t1 = time.perf_counter()
         b.infer(images[i % len(images)])
-        times.append((time.perf_counter() - t0) * 1e3)
+        times.append((time.perf_counter() - t1) * 1e3)
+        stages.add("decode", t1 - t0)
+        stages.update(b.last_timing)
     t = np.array(times)
     return {"variant": variant, "describe": b.describe(), "size": f"{size[1]}x{size[0]}",
+            "precision": getattr(b, "precision", "fp32"),
             "p50_ms": float(np.percentile(t, 50)), "p99_ms": float(np.percentile(t, 99)),
-            "mean_ms": float(t.mean()),
+            "mean_ms": float(t.mean()), "stages": stages.summary(),
             "peak_rss_mib": peak_rss_mib()}
 
 
@@ -99,6 +110,19 @@ def peak_rss_mib() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _model_file(variant: str, onnx_path: Path, args) -> Path:
+    """The file a variant runs: the INT8 model (quantised here, in the parent, so the child's
+    peak RSS is inference alone; cached like engines) for onnxruntime int8, else the export."""
+    if not (variant.startswith("onnxruntime") and variant.endswith("-int8")):
+        return onnx_path
+    from .backends.factory import cache_root
+    from .backends.ort_quant import int8_model
+    from .config import BackendConfig
+
+    root = cache_root(BackendConfig(engine_cache_dir=args.engine_cache_dir))
+    return int8_model(onnx_path, root, args.calibration)[0]
 
 
 def _child(args: list[str]) -> dict:
@@ -123,18 +147,24 @@ def to_markdown(rows: list[dict], peak: float) -> str:
     """Rows as one markdown table (speed-up relative to torch-cpu at the same size)."""
     ref = {r["size"]: r["p50_ms"] for r in rows
            if r.get("variant") == "torch-cpu" and "p50_ms" in r}
-    out = ["| backend | input (WxH) | GFLOP | p50 ms | p99 ms | fps | peak RSS MiB "
+    out = ["| backend | precision | input (WxH) | GFLOP | p50 ms | p99 ms | fps "
+           "| decode / pre / inference / post ms (p50) | peak RSS MiB "
            "| speed-up vs torch eager | GFLOP/s (share of peak) |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            out.append(f"| {r['variant']} | {r['size']} | | failed: {r['error']} | | | | | |")
+            out.append(f"| {r['variant']} | | {r['size']} | | failed: {r['error']} "
+                       "| | | | | | |")
             continue
         gflops = r["gflop"] / (r["p50_ms"] / 1e3)
-        share = f" ({gflops / peak:.0%})" if r["variant"].endswith("cpu") else ""
+        share = f" ({gflops / peak:.0%})" if "cpu" in r["variant"] else ""
         speed = f"{ref[r['size']] / r['p50_ms']:.2f}x" if r["size"] in ref else "n/a"
-        out.append(f"| {r['describe']} | {r['size']} | {r['gflop']:.2f} | {r['p50_ms']:.1f} | "
-                   f"{r['p99_ms']:.1f} | {1e3 / r['mean_ms']:.1f} | {r['peak_rss_mib']:.0f} | "
+        st = r.get("stages", {})
+        parts = " / ".join(f"{st[k]['p50_ms']:.1f}" if k in st else "-"
+                           for k in ("decode", "preprocess", "inference", "postprocess"))
+        out.append(f"| {r['describe']} | {r.get('precision', 'fp32')} | {r['size']} | "
+                   f"{r['gflop']:.2f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+                   f"{1e3 / r['mean_ms']:.1f} | {parts} | {r['peak_rss_mib']:.0f} | "
                    f"{speed} | {gflops:.0f}{share} |")
     return "\n".join(out)
 
@@ -148,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0 = library default)")
     ap.add_argument("--peak-gflops", type=float, default=CPU_PEAK_GFLOPS)
-    ap.add_argument("--engine-cache-dir", default="")
+    ap.add_argument("--engine-cache-dir", default="", help="TensorRT engines and INT8 models")
+    ap.add_argument("--calibration", default="", help="INT8 calibration frames (index.tsv or "
+                    "image folder; empty = the KITTI sample frames), as the backend parameter")
     ap.add_argument("--child", nargs=5, metavar=("VARIANT", "ONNX", "H", "W", "ITERS"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -156,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         v, onnx_path, h, w, iters = args.child
         res = run_one(v, onnx_path, args.checkpoint, (int(h), int(w)), int(iters), args.warmup,
-                      args.threads, args.engine_cache_dir)
+                      args.threads, args.engine_cache_dir, args.calibration)
         print(json.dumps(res))
         return 0
 
@@ -179,21 +211,33 @@ def main(argv: list[str] | None = None) -> int:
             onnx_path = export_checkpoint(args.checkpoint or None, Path(tmp) / f"m_{w}x{h}.onnx",
                                           h, w)
             for v in variants:
-                res = _child([v, str(onnx_path), str(h), str(w), str(args.iters)] +
+                try:
+                    model_file = _model_file(v, onnx_path, args)
+                except Exception as exc:  # noqa: BLE001 - reported in the table, like a child
+                    rows.append({"variant": v, "size": f"{w}x{h}",
+                                 "error": str(exc).splitlines()[0]})
+                    continue
+                res = _child([v, str(model_file), str(h), str(w), str(args.iters)] +
                              (["--checkpoint", args.checkpoint] if args.checkpoint else []) +
                              ["--threads", str(args.threads), "--warmup", str(args.warmup)] +
                              (["--engine-cache-dir", args.engine_cache_dir]
-                              if args.engine_cache_dir else []))
+                              if args.engine_cache_dir else []) +
+                             (["--calibration", args.calibration] if args.calibration else []))
                 res.setdefault("variant", v)
                 res.setdefault("size", f"{w}x{h}")
                 res["gflop"] = gflop
                 rows.append(res)
                 took = f"p50 {res['p50_ms']:.1f} ms" if "p50_ms" in res else res["error"]
                 print(f"# {v} {w}x{h}: {took}", file=sys.stderr)
+    end = os.getloadavg()
     print(f"cpu cores: {os.cpu_count()}, load average at start: "
-          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, iterations: {args.iters}, "
-          f"threads: {args.threads or 'library default'}\n")
+          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, at end: {end[0]:.2f}, iterations: "
+          f"{args.iters}, threads: {args.threads or 'library default'}, int8 calibration: "
+          f"{args.calibration or 'data/kitti_sample'}\n")
     print(to_markdown(rows, args.peak_gflops))
+    print("\nStages: decode = PNG file -> RGB (outside infer); pre = resize + scale to the "
+          "network input; post = network depth -> camera-size metres. Each row ran in its own "
+          "process one after the other: on a shared machine compare rows of one run only.")
     return 0
 
 

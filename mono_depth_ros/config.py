@@ -235,13 +235,21 @@ class BackendConfig:
                     "default model")
     engine_cache_dir: str = opt("", "folder of cached TensorRT engines (the only place engines "
                                 "are loaded from); empty = ~/.cache/mono_depth_ros/engines")
-    precision: str = opt("fp16", "TensorRT precision (onnxruntime and torch always run fp32)",
-                         choices=PRECISION_CHOICES)
+    precision: str = opt("fp16", "TensorRT precision; onnxruntime runs int8 as a statically "
+                         "quantised copy of the model (built once, cached) and fp32/fp16 as "
+                         "fp32; torch always runs fp32", choices=PRECISION_CHOICES)
+    calibration: str = opt("", "INT8 calibration frames (tensorrt and onnxruntime): empty = "
+                           "the KITTI sample frames in data/kitti_sample, or an index.tsv "
+                           "(shared/kitti format) or a folder of images; frames of the Eigen "
+                           "test drives are never used")
     allow_engine_build: bool = opt(True, "build a TensorRT engine when the cache has none for "
                                    "this model/GPU/TensorRT version; false = fail instead")
     device: str = opt("auto", "auto, cpu or cuda[:N]; auto uses CUDA when the backend can")
     threads: int = opt(0, "CPU intra-op threads for torch / onnxruntime; 0 = library default",
                        range=(0, 256))
+    ort_spinning: bool = opt(False, "let idle onnxruntime threads busy-wait for work (off: "
+                             "spinning threads take the cores DDS and the node's callback "
+                             "need)")
 
     def validate(self) -> "BackendConfig":
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
@@ -260,26 +268,42 @@ class ScaleConfig:
                                range=(0.1, 10.0))
     smoothing: float = opt(0.1, "EMA weight of a new frame's scale (1 = no smoothing)",
                            range=(0.001, 1.0))
-    region_top: float = opt(0.6, "fit region: top edge as a fraction of image height",
+    region_top: float = opt(0.55, "fit region: top edge as a fraction of image height",
                             range=(0.0, 0.99))
-    region_left: float = opt(0.25, "fit region: left edge as a fraction of image width",
+    region_left: float = opt(0.1, "fit region: left edge as a fraction of image width",
                              range=(0.0, 0.49))
-    region_right: float = opt(0.75, "fit region: right edge as a fraction of image width",
+    region_right: float = opt(0.9, "fit region: right edge as a fraction of image width",
                               range=(0.51, 1.0))
     max_depth: float = opt(30.0, "ignore back-projected points farther than this (network "
                            "metres) when fitting", range=(1.0, 1000.0))
-    ransac_iters: int = opt(100, "RANSAC iterations of the plane fit", range=(1, 10000))
-    inlier_threshold: float = opt(0.05, "RANSAC inlier distance as a fraction of the median "
-                                  "height of the region's points below the camera (scale-free)",
+    pool: int = opt(4, "average the depth over pool x pool pixel blocks before fitting (removes "
+                    "checkerboard / upsampling noise; fewer points)", range=(1, 64))
+    max_slope_deg: float = opt(30.0, "fit only road-like points: where the surface (seen over "
+                               "16 pixels up and down) rises less than this from the "
+                               "horizontal; drops vehicle sides and rears, walls, poles",
+                               range=(1.0, 90.0))
+    ransac_iters: int = opt(500, "RANSAC plane hypotheses per frame", range=(1, 100000))
+    inlier_threshold: float = opt(0.05, "a point lies on a plane when its height differs from "
+                                  "the plane's by less than this fraction of the plane distance "
+                                  "(scale-free; about the relative depth noise)",
                                   range=(0.001, 1.0))
     min_points: int = opt(200, "skip the fit when the region has fewer valid points",
                           range=(3, 10_000_000))
     max_points: int = opt(5000, "subsample the region to at most this many points (speed)",
                           range=(100, 10_000_000))
-    min_inlier_ratio: float = opt(0.3, "reject a frame whose plane has fewer inliers than this",
+    min_inlier_ratio: float = opt(0.05, "floor on the share of the region's points on the plane "
+                                  "(vehicles may cover most of the region: plausibility of the "
+                                  "normal and height decides, not this share)",
                                   range=(0.0, 1.0))
-    max_tilt_deg: float = opt(25.0, "reject planes whose normal is further than this from the "
+    max_below_ratio: float = opt(0.1, "reject a plane with more than this share of the region's "
+                                 "points clearly under it (a bonnet or roof, not the road)",
+                                 range=(0.0, 1.0))
+    max_tilt_deg: float = opt(5.0, "reject planes whose normal is further than this from the "
                               "camera's down axis", range=(1.0, 90.0))
+    max_scale: float = opt(4.0, "reject planes implying a scale outside [1/max_scale, max_scale] "
+                           "and prefer planes near camera_height (the network's depth is roughly "
+                           "metric already); raise it for a relative-depth model",
+                           range=(1.0, 1000.0))
     max_jump: float = opt(0.3, "reject a frame whose scale differs from the running one by more "
                           "than this fraction (after the first frames)", range=(0.01, 10.0))
 
@@ -333,10 +357,11 @@ class DepthNodeConfig:
 
 @dataclass
 class KittiTopicsConfig:
-    """Topic names and frame ids of a KITTI bag (those of kitti2bag, tomas789/kitti2bag)."""
+    """Topic names and frame ids of a KITTI bag (those of kitti2bag, tomas789/kitti2bag master)."""
 
-    image_topic: str = opt("/kitti/camera_color_left/image", "colour image of camera 2 "
-                           "(kitti2bag's name; it has no _raw suffix)")
+    image_topic: str = opt("/kitti/camera_color_left/image_raw", "colour image of camera 2 "
+                           "(kitti2bag's name for raw drives, bgr8); when a bag lacks it and no "
+                           "topic is given, the camera is found (bags/topics.py)")
     camera_info_topic: str = opt("/kitti/camera_color_left/camera_info", "CameraInfo of camera 2")
     lidar_topic: str = opt("/kitti/velo/pointcloud", "Velodyne scan, PointCloud2 x y z intensity")
     tf_static_topic: str = opt("/tf_static", "static transforms (velo_link -> camera frame)")
@@ -362,6 +387,9 @@ class BagPlayerConfig:
                          "bags of non-contiguous frames (0: keep every pause)",
                          range=(0.0, 3600.0))
     progress: bool = opt(True, "show a tqdm progress bar")
+    camera: str = opt("", "the bag's camera image topic, played (with its sibling camera_info) "
+                      "also as --image-topic / --camera-info-topic; empty: --image-topic itself "
+                      "when the bag has it, else the camera found in the bag (bags/topics.py)")
 
 
 @dataclass
@@ -373,9 +401,10 @@ class EvalNodeConfig:
     output_dir: str = opt("eval_output", "where the CSV, JSON and plots are written")
     queue_size: int = opt(30, "messages kept per topic while waiting for a stamp match",
                           range=(1, 10000))
-    slop: float = opt(0.0, "largest stamp difference (s) accepted as a match; 0 = exact stamps "
-                      "(bags from kitti_to_bag give the scan its camera frame's stamp)",
-                      range=(0.0, 1.0))
+    slop: float = opt(0.05, "largest stamp difference (s) between a depth image and its LiDAR "
+                      "scan; nearest first. kitti2bag stamps scans with the scanner's clock, "
+                      "~10 ms from the camera's; half of KITTI's 10 Hz period cannot pick a "
+                      "neighbouring frame. 0 = exact stamps", range=(0.0, 1.0))
     min_depth: float = opt(1e-3, "ground truth below this (metres) is ignored", range=(0.0, 10.0))
     max_depth: float = opt(80.0, "ground truth above this (metres) is ignored; predictions are "
                            "clamped to [min_depth, max_depth]", range=(1.0, 1000.0))
@@ -384,6 +413,12 @@ class EvalNodeConfig:
                               range=(0.5, 100.0))
     summary_period: float = opt(1.0, "seconds between diagnostics summaries", range=(0.05, 60.0))
     write_on_shutdown: bool = opt(True, "write the report when the node shuts down")
+    relay_camera_to: str = opt("/kitti/camera_color_left/image_raw", "kitti_eval_node: the image "
+                               "topic the depth node listens on. While nobody publishes it, the "
+                               "camera found in the graph (bags/topics.py: an Image topic with a "
+                               "sibling camera_info, camera_color_left first) is relayed there, "
+                               "camera_info beside it; empty: never relay")
+    camera: str = opt("", "kitti_eval_node: the camera image topic to relay (empty: found)")
 
     def eval_config(self) -> "EvalConfig":
         return EvalConfig(min_depth=self.min_depth, max_depth=self.max_depth,

@@ -76,6 +76,26 @@ def write_strip_and_gif(out: Path, frames: list[np.ndarray]) -> tuple[Path, Path
     return strip_path, gif_path
 
 
+def run_child(cmd: list[str], env: dict, cwd: Path) -> int | None:
+    """Run the bring-up; SIGINT/SIGTERM to the demo is passed on to it (it stops its nodes, which
+    write their reports) and gives None once it has exited."""
+    from .ros import lifecycle
+
+    stop = lifecycle.install().defer()
+    p = subprocess.Popen(cmd, env=env, cwd=cwd)
+    while p.poll() is None:
+        if stop.wait(0.2):
+            p.send_signal(stop.signum)
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            return None
+    stop.exit_at_once = True  # back to: a signal ends the demo at once
+    return p.returncode
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="mono_depth_ros.demo", description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="demo_output")
@@ -84,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="", help="checkpoint; default: the shipped model")
     ap.add_argument("--skip-live", action="store_true", help="no DDS part (offline only)")
     args = ap.parse_args(argv)
+    from .ros.lifecycle import install
+
+    install()  # SIGINT/SIGTERM: exit 0 at once (the live step passes them on to its children)
     t0 = time.monotonic()
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -123,10 +146,12 @@ def main(argv: list[str] | None = None) -> int:
                "--backend", args.backend, "--log-dir", str(out / "logs"), "--timeout", "240"]
         if args.model:
             cmd += ["--model", args.model]
-        r = subprocess.run(cmd, env=env, cwd=out)
-        if r.returncode != 0 or not (out / "live" / "metrics.json").is_file():
-            print(f"[demo] live run failed (exit {r.returncode}); see {out / 'logs'}",
-                  file=sys.stderr)
+        rc = run_child(cmd, env, out)
+        if rc is None:
+            print("[demo] stopped; the live run wrote what it had", flush=True)
+            return 0
+        if rc != 0 or not (out / "live" / "metrics.json").is_file():
+            print(f"[demo] live run failed (exit {rc}); see {out / 'logs'}", file=sys.stderr)
             return 1
         live = json.loads((out / "live" / "metrics.json").read_text())
 

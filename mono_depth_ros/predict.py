@@ -87,6 +87,7 @@ def run(argv: list[str] | None = None) -> int:
 
     from .kitti import KittiFormatError, read_rgb
     from .model_io import ModelLoadError
+    from .timing import StageTimes, breakdown_markdown
 
     try:
         images = collect_images(args.images)
@@ -95,14 +96,23 @@ def run(argv: list[str] | None = None) -> int:
         out_dir = Path(args.out)
         out_dir.mkdir(parents=True, exist_ok=True)
         times = []
+        stages = StageTimes()
         for i, path in enumerate(tqdm(images, desc=f"predict ({backend.describe()})", unit="img",
                                       disable=len(images) < 2)):
-            rgb = first if i == 0 else read_rgb(path)
             t0 = time.perf_counter()
+            rgb = first if i == 0 else read_rgb(path)
+            t1 = time.perf_counter()
             result = backend.infer(rgb)
-            times.append(time.perf_counter() - t0)
             depth = result.fine if args.stage == "fine" else result.coarse
+            t2 = time.perf_counter()
             write_output(out_dir / path.stem, depth, args.format)
+            t3 = time.perf_counter()
+            times.append(t2 - t1)
+            if i == 0:
+                continue  # warm-up: the first run of a session builds its kernels
+            stages.add("decode", t1 - t0)
+            stages.update(backend.last_timing)
+            stages.add("write", t3 - t2)
     except (PredictError, KittiFormatError, ModelLoadError, OSError) as exc:
         print(f"mono_depth_predict: error: {exc}", file=sys.stderr)
         return 2
@@ -112,6 +122,10 @@ def run(argv: list[str] | None = None) -> int:
     print(f"wrote {len(images)} {args.format} depth map(s) to {out_dir}; {backend.describe()}: "
           f"median {1000 * float(np.median(times)):.1f} ms per frame (pre-processing, inference, "
           f"resizing to the input size; the first frame includes warm-up)")
+    if stages.stages():
+        print(f"per stage, frames 2..{len(images)} (decode = reading the image file, write = "
+              f"the {args.format} output):")
+        print(breakdown_markdown({backend.describe(): stages.summary()}))
     return 0
 
 

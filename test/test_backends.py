@@ -201,9 +201,46 @@ def test_benchmark_table_reports_speedup_against_torch_eager():
     with pytest.raises(ValueError, match="multiples of 32"):
         _parse_sizes("640x190")
     common = dict(size="640x192", gflop=3.6, p99_ms=0, peak_rss_mib=100)
-    rows = [dict(variant="onnxruntime-cpu", describe="ort", p50_ms=50.0, mean_ms=50.0, **common),
+    p50 = (("decode", 9.0), ("preprocess", 1.5), ("inference", 40.0), ("postprocess", 2.25))
+    stages = {k: {"p50_ms": v} for k, v in p50}
+    rows = [dict(variant="onnxruntime-cpu", describe="ort", p50_ms=50.0, mean_ms=50.0,
+                 stages=stages, **common),
+            dict(variant="onnxruntime-cpu-int8", describe="ort q", precision="int8", p50_ms=40.0,
+                 mean_ms=40.0, **common),
             dict(variant="torch-cpu", describe="torch", p50_ms=100.0, mean_ms=100.0, **common),
             dict(variant="tensorrt-fp16", size="640x192", error="TensorRT is not installed")]
     table = to_markdown(rows, peak=144.0)
-    assert "| ort | 640x192 | 3.60 | 50.0 |" in table and "| 2.00x | 72 (50%) |" in table
+    assert "| ort | fp32 | 640x192 | 3.60 | 50.0 |" in table and "| 2.00x | 72 (50%) |" in table
+    assert "| 9.0 / 1.5 / 40.0 / 2.2 |" in table
+    assert "| ort q | int8 | 640x192 |" in table and "| 2.50x | 90 (6" in table
     assert "failed: TensorRT is not installed" in table
+
+
+def test_infer_reuses_buffers_but_results_stay_the_callers(ort_cpu, frames):
+    """The input tensor and work buffers are reused frame to frame; returned depth is not."""
+    from mono_depth_ros.preprocess import to_camera_depth, to_network_input
+
+    (rgb1, _), (rgb2, _) = frames[:2]
+    first = ort_cpu.infer(rgb1)
+    fine1 = first.fine.copy()
+    x_buf = ort_cpu._buffers.get("input", (1, 3, *ort_cpu.input_size), np.float32)
+    second = ort_cpu.infer(rgb2)
+    assert ort_cpu._buffers.get("input", (1, 3, *ort_cpu.input_size), np.float32) is x_buf
+    np.testing.assert_array_equal(first.fine, fine1)  # not overwritten by the second frame
+    assert not np.array_equal(first.fine, second.fine)
+    # same numbers as a fresh session.run on freshly allocated arrays (coarse resized lazily)
+    x = to_network_input(rgb1, *ort_cpu.input_size)
+    fine, coarse = ort_cpu.session.run(None, {"image": x})
+    np.testing.assert_array_equal(first.fine, to_camera_depth(fine, *rgb1.shape[:2]))
+    np.testing.assert_array_equal(first.coarse, to_camera_depth(coarse, *rgb1.shape[:2]))
+    assert set(ort_cpu.last_timing) == {"preprocess", "inference", "postprocess"}
+
+
+def test_onnxruntime_threads_do_not_spin_unless_asked(cache_dir):
+    key = "session.intra_op.allow_spinning"
+    quiet = create_backend(BackendConfig(backend="onnxruntime", device="cpu", threads=1,
+                                         engine_cache_dir=str(cache_dir)))
+    assert quiet.session.get_session_options().get_session_config_entry(key) == "0"
+    spin = create_backend(BackendConfig(backend="onnxruntime", device="cpu", threads=1,
+                                        ort_spinning=True, engine_cache_dir=str(cache_dir)))
+    assert spin.session.get_session_options().get_session_config_entry(key) == "1"

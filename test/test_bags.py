@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from mono_depth_ros.bags import topics
+from mono_depth_ros.bags.evaluate_bag import velo_to_camera
 from mono_depth_ros.bags.kitti_to_bag import convert, main as kitti_to_bag_main
 from mono_depth_ros.bags.reader import BagError, read_eval_frames
 from mono_depth_ros.kitti import find_raw_calib, read_rgb, read_timestamps, read_velodyne
@@ -45,10 +46,13 @@ def test_round_trip_with_rosbags_and_rclpy(bag_0001):
     assert len(imgs) == 2 and len(seen[topics.CAMERA_INFO_TOPIC]) == 2
     assert len(seen[topics.LIDAR_TOPIC]) == 1 and len(seen[topics.TF_STATIC_TOPIC]) == 1
     img = deserialize_message(bytes(imgs[1][2]), Image)
-    assert img.encoding == "rgb8" and img.header.frame_id == "camera_color_left"
+    # kitti2bag master's layout (issue 11): image_raw, bgr8
+    assert topics.IMAGE_TOPIC == "/kitti/camera_color_left/image_raw"
+    assert img.encoding == "bgr8" and img.header.frame_id == "camera_color_left"
     assert abs(img.header.stamp.sec + img.header.stamp.nanosec * 1e-9 - stamps[50]) < 1e-6
-    rgb = np.frombuffer(bytes(img.data), np.uint8).reshape(img.height, img.width, 3)
-    np.testing.assert_array_equal(rgb, read_rgb(DRIVE_0001 / "image_02/data/0000000050.png"))
+    bgr = np.frombuffer(bytes(img.data), np.uint8).reshape(img.height, img.width, 3)
+    np.testing.assert_array_equal(bgr[:, :, ::-1],
+                                  read_rgb(DRIVE_0001 / "image_02/data/0000000050.png"))
     info = deserialize_message(bytes(seen[topics.CAMERA_INFO_TOPIC][0][2]), CameraInfo)
     assert info.header.stamp == deserialize_message(bytes(imgs[0][2]), Image).header.stamp
     np.testing.assert_allclose(np.reshape(info.p, (3, 4)), calib.P_rect)
@@ -65,8 +69,14 @@ def test_reader_frames_and_tf_static(bag_0001):
     c = read_eval_frames(bag_0001)
     assert [f.points is not None for f in c.frames] == [True, False]
     assert c.unmatched_images == 1
+    calib = find_raw_calib(DRIVE_0001)
     T = c.tf.lookup("camera_color_left", "velo_link")  # velo -> camera optical
-    np.testing.assert_allclose(T, find_raw_calib(DRIVE_0001).velo_to_cam_optical, atol=1e-6)
+    np.testing.assert_allclose(T, calib.velo_to_cam_optical, atol=1e-6)
+    # camera 0 (rectified) too, as kitti2bag: camera 2 sits at P_rect_02's offset from it
+    np.testing.assert_allclose(c.tf.lookup("camera_gray_left", "velo_link"), calib.velo_to_rect,
+                               atol=1e-6)
+    assert "is the camera itself" in velo_to_camera(c, "camera_color_left", "velo_link",
+                                                    P=c.frames[0].P)[1]
 
 
 def test_two_drives_one_bag_in_stamp_order(tmp_path):

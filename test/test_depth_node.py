@@ -265,6 +265,12 @@ def test_diagnostics_report_backend_rates_latency_and_counts(node, client):
     assert float(diag["latency_p99_ms"]) >= float(diag["latency_p50_ms"]) > 0
     assert int(diag["rejected_frames"]) >= len(bad_images())
     assert int(diag["frames_out"]) > 0 and "depth_node" in diag["_name"]
+    # per-stage times of the worker (node_benchmark reads the running totals)
+    stages = ("wait", "decode", "preprocess", "inference", "postprocess", "publish")
+    for stage in stages:
+        assert float(diag[f"stage_{stage}_p50_ms"]) >= 0
+        assert float(diag[f"stage_{stage}_total_ms"]) >= float(diag[f"stage_{stage}_p50_ms"])
+    assert float(diag["stage_inference_p50_ms"]) > float(diag["stage_decode_p50_ms"])
 
 
 @pytest.mark.parametrize("values,reason", [
@@ -320,6 +326,11 @@ def test_ground_plane_scale_multiplies_depth_by_the_reported_scale(node, client)
         assert diag["scale_mode"] == "ground_plane"
         ratio = scaled / plain
         np.testing.assert_allclose(ratio, float(diag["scale"]), rtol=1e-3)
+        # share of frames with an accepted plane since the scaler was made (a scale other than
+        # 1 needs one); scale_rejection says why the last one was rejected, if it was
+        fit_rate = float(diag["scale_fit_rate"])
+        assert 0.0 <= fit_rate <= 1.0 and "scale_rejection" in diag
+        assert fit_rate > 0.0 or float(diag["scale"]) == 1.0
     finally:
         client.set_parameters("depth_node", {"scale.mode": "none"})
 

@@ -58,6 +58,9 @@ def test_bringup_yaml_matches_topics_and_executables():
     assert ev.remappings["lidar_points"] == topics.LIDAR_TOPIC == g.topics["lidar"]
     assert ev.remappings["depth"] == dn.remappings["depth"]
     assert ev.remappings["depth/camera_info"] == dn.remappings["depth/camera_info"]
+    # kitti2bag master's layout (issue 11); the eval node relays a found camera to the same name
+    assert g.topics["image"] == "/kitti/camera_color_left/image_raw"
+    assert ev.parameters["relay_camera_to"] == dn.remappings["image"]
     # node parameters are known fields of their config dataclasses
     from mono_depth_ros.config import BackendConfig, EvalNodeConfig, from_dict
     from mono_depth_ros.config import DepthNodeConfig

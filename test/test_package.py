@@ -20,9 +20,13 @@ def test_package_xml_format3_ament_python():
     assert root.get("format") == "3" and root.findtext("name") == "mono_depth_ros"
     assert root.find("export/build_type").text == "ament_python"
     deps = {e.text for e in root if e.tag.endswith("depend")}
-    for dep in ("rclpy", "sensor_msgs", "cv_bridge", "python3-numpy", "python3-opencv",
+    for dep in ("rclpy", "sensor_msgs", "python3-numpy", "python3-opencv",
                 "ament_copyright", "ament_flake8", "ament_pep257", "python3-pytest"):
         assert dep in deps, dep
+    # images go through ros/conversions.py; nothing imports cv_bridge (docs/bags_and_evaluation.md)
+    assert "cv_bridge" not in deps
+    assert not [p for p in (REPO / "mono_depth_ros").rglob("*.py") if "import cv_bridge" in
+                p.read_text() or "from cv_bridge" in p.read_text()]
 
 
 def test_runtime_does_not_import_training():

@@ -68,6 +68,22 @@ def resolve_onnx(cfg: BackendConfig) -> Path:
     return cached
 
 
+def _int8_onnx(onnx_path: Path, cfg: BackendConfig) -> Path:
+    """The statically quantised copy of ``onnx_path`` (``ort_quant``), built on a cache miss."""
+    from ..calibration import CalibrationError
+    from ..model_io import ModelLoadError
+    from .engine_cache import EngineCacheError
+    from .ort_quant import int8_model
+
+    try:
+        path, built = int8_model(onnx_path, cache_root(cfg), cfg.calibration,
+                                 cfg.allow_engine_build)
+    except (CalibrationError, EngineCacheError) as exc:
+        raise ModelLoadError(f"int8: {exc}") from None
+    log.info("onnxruntime int8 model %s (%s)", path, "built now" if built else "cached")
+    return path
+
+
 def _torch_cuda() -> bool:
     try:
         import torch
@@ -86,7 +102,7 @@ def _build(kind: str, cfg: BackendConfig) -> DepthBackend:
         from .tensorrt_backend import TensorRTBackend
 
         return TensorRTBackend(resolve_onnx(cfg), cache_root(cfg), cfg.precision,
-                               cfg.allow_engine_build)
+                               cfg.allow_engine_build, cfg.calibration)
     if kind.startswith("onnxruntime"):
         from .onnxruntime_backend import GPU_PROVIDERS, OnnxRuntimeBackend, available_providers
 
@@ -96,7 +112,10 @@ def _build(kind: str, cfg: BackendConfig) -> DepthBackend:
         if kind == "onnxruntime-cuda" and not set(GPU_PROVIDERS) & set(provs):
             raise BackendUnavailable(f"onnxruntime has no GPU provider (only {', '.join(provs)})")
         device = {"onnxruntime-cuda": "cuda", "onnxruntime-cpu": "cpu"}.get(kind, cfg.device)
-        return OnnxRuntimeBackend(resolve_onnx(cfg), device, cfg.threads)
+        path = resolve_onnx(cfg)
+        if cfg.precision == "int8":
+            path = _int8_onnx(path, cfg)
+        return OnnxRuntimeBackend(path, device, cfg.threads, cfg.ort_spinning)
     if kind.startswith("torch"):
         if kind == "torch-cuda" and not _torch_cuda():
             raise BackendUnavailable("torch sees no CUDA GPU")

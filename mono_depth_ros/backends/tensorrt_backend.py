@@ -21,17 +21,17 @@ from .trt_build import build_engine_bytes, engine_key, import_tensorrt
 log = logging.getLogger("mono_depth_ros.backends")
 
 
-def _calibration_images() -> list[np.ndarray]:
-    """KITTI sample frames for INT8 calibration when an engine is built at run time."""
-    from ..kitti import read_rgb
-    from ..sample_frames import all_frames
+def _calibration_images(source: str = "") -> list[np.ndarray]:
+    """KITTI frames for INT8 calibration when an engine is built at run time: the selection
+    ``calibration.calibration_frames`` makes for onnxruntime int8 too."""
+    from ..calibration import CalibrationError, calibration_frames, calibration_images
 
     try:
-        return [read_rgb(f.image) for f in all_frames()]
-    except FileNotFoundError:
-        raise BackendUnavailable("int8 engine build needs calibration frames; build it offline "
-                                 "with 'python -m training.build_engine --calib-images DIR'") \
-            from None
+        return calibration_images(calibration_frames(source))
+    except (CalibrationError, FileNotFoundError) as exc:
+        raise BackendUnavailable(f"int8 engine build needs calibration frames ({exc}); build it "
+                                 "offline with 'python -m training.build_engine --calib-images "
+                                 "DIR'") from None
 
 
 class TensorRTBackend(DepthBackend):
@@ -40,7 +40,7 @@ class TensorRTBackend(DepthBackend):
     name = "tensorrt"
 
     def __init__(self, onnx_path: str | Path, cache_dir: str | Path | None = None,
-                 precision: str = "fp16", allow_build: bool = True):
+                 precision: str = "fp16", allow_build: bool = True, calibration: str = ""):
         trt = import_tensorrt()
         import torch
 
@@ -54,7 +54,7 @@ class TensorRTBackend(DepthBackend):
 
         def build() -> bytes:
             log.info("building TensorRT %s engine for %s (minutes on first run)", precision, path)
-            images = _calibration_images() if precision == "int8" else None
+            images = _calibration_images(calibration) if precision == "int8" else None
             return build_engine_bytes(path, precision, images,
                                       cache.dir / f"{key.onnx_sha256[:16]}_int8.calib")
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Iterable
-
 import numpy as np
 
+from ..calibration import calibration_batches  # noqa: F401 - shared with onnxruntime int8
 from .base import BackendUnavailable
 from .engine_cache import EngineKey
 
@@ -89,16 +88,6 @@ def _make_calibrator(trt, batches: list[np.ndarray], cache_file: Path | None):
                 atomic_write_bytes(cache_file, bytes(cache))
 
     return KittiCalibrator()
-
-
-def calibration_batches(images: Iterable[np.ndarray], height: int, width: int) -> list[np.ndarray]:
-    """uint8 RGB frames -> network input through preprocess.to_network_input (the one path)."""
-    from ..preprocess import to_network_input
-
-    out = [to_network_input(img, height, width) for img in images]
-    if not out:
-        raise ValueError("INT8 calibration needs at least one image")
-    return out
 
 
 def build_engine_bytes(onnx_path: str | Path, precision: str,

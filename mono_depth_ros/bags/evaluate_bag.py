@@ -21,20 +21,26 @@ import numpy as np
 from ..config import BackendConfig, ConfigError, EvalNodeConfig, KittiTopicsConfig, \
     add_arguments, from_args, from_dict
 from ..kitti import KittiFormatError
-from ..lidar_eval import EvalRecorder, calib_velo_to_cam, format_table, lidar_depth
+from ..lidar_eval import (EvalRecorder, calib_velo_to_cam, format_table, frame_to_camera,
+                          lidar_depth)
 from .reader import BagContents, BagError, read_eval_frames
 
 
 def velo_to_camera(contents: BagContents, camera_frame: str, lidar_frame: str,
-                   calib_dir: str = "") -> np.ndarray:
-    """The LiDAR -> camera extrinsic: from ``calib_dir`` when given, else from /tf_static."""
+                   calib_dir: str = "", P: np.ndarray | None = None) -> tuple[np.ndarray, str]:
+    """The LiDAR -> camera-optical-frame extrinsic, and one line saying where it came from:
+    ``calib_dir`` when given, else /tf_static to the camera_info's frame, plus P's offset when
+    that frame is the reference camera (``lidar_eval.frame_to_camera``)."""
     if calib_dir:
-        return calib_velo_to_cam(calib_dir)
+        return calib_velo_to_cam(calib_dir), f"geometry: LiDAR -> camera 2 from {calib_dir}"
     T = contents.tf.lookup(camera_frame, lidar_frame)
     if T is None:
         raise BagError(f"no transform {lidar_frame} -> {camera_frame} in /tf_static; pass "
                        "--calib-dir with the drive's KITTI calibration folder")
-    return T
+    if P is None:
+        return T, f"geometry: /tf_static {lidar_frame} -> {camera_frame}"
+    C, why = frame_to_camera(P, camera_frame, contents.tf)
+    return C @ T, f"geometry: /tf_static {lidar_frame} -> {why}"
 
 
 def make_backend(cfg: BackendConfig):
@@ -46,24 +52,28 @@ def make_backend(cfg: BackendConfig):
 
 def evaluate(bag: str | Path, out_dir: str | Path, backend_cfg: BackendConfig | None = None,
              eval_cfg: EvalNodeConfig | None = None, topics: KittiTopicsConfig | None = None,
-             backend=None, predict=None, plots: bool = True, progress: bool = False) -> dict:
+             backend=None, predict=None, plots: bool = True, progress: bool = False,
+             explicit_topics: bool = False) -> dict:
     """Evaluate ``bag``; returns the summary dict that was written to ``out_dir/metrics.json``.
 
     ``predict`` (rgb -> depth in metres) overrides the backend, for tests and other models.
+    Camera topics: ``topics`` when the bag has them (or ``explicit_topics``), else found
+    (``summary['camera']`` and ``summary['geometry']`` say what was used).
     """
     eval_cfg = eval_cfg or EvalNodeConfig()
     topics = topics or KittiTopicsConfig()
     t0 = time.monotonic()
-    contents = read_eval_frames(bag, topics, eval_cfg.slop)
+    contents = read_eval_frames(bag, topics, eval_cfg.slop, explicit_topics)
     if predict is None:
         backend = backend or make_backend(backend_cfg or BackendConfig())
         predict = lambda rgb: backend.infer(rgb).fine  # noqa: E731
     rec = EvalRecorder(eval_cfg.eval_config(), eval_cfg.distance_bin)
     scored = [f for f in contents.frames if f.points is not None]
-    T = None
+    T, geometry = None, "geometry: no frame with a LiDAR scan"
     if scored:
-        T = velo_to_camera(contents, scored[0].camera_frame or topics.camera_frame,
-                           scored[0].lidar_frame or topics.lidar_frame, eval_cfg.calib_dir)
+        T, geometry = velo_to_camera(contents, scored[0].camera_frame or topics.camera_frame,
+                                     scored[0].lidar_frame or topics.lidar_frame,
+                                     eval_cfg.calib_dir, scored[0].P)
     it = scored
     if progress:
         from tqdm import tqdm
@@ -76,6 +86,7 @@ def evaluate(bag: str | Path, out_dir: str | Path, backend_cfg: BackendConfig | 
     extra = {"bag": str(bag), "images": len(contents.frames),
              "unmatched_images": contents.unmatched_images,
              "unmatched_scans": contents.unmatched_scans, "topics": contents.topics,
+             "camera": contents.camera_note, "geometry": geometry,
              "backend": getattr(backend, "describe", lambda: "custom")() if backend else "custom",
              "seconds": round(time.monotonic() - t0, 3)}
     rec.write(out_dir, extra, plots=plots)
@@ -91,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None, help="checkpoint (.pt); default: the shipped model")
     ap.add_argument("--no-plots", action="store_true")
     add_arguments(ap, BackendConfig, skip=("checkpoint",))
-    add_arguments(ap, EvalNodeConfig, skip=("output_dir", "summary_period", "write_on_shutdown"))
+    add_arguments(ap, EvalNodeConfig, skip=("output_dir", "summary_period", "write_on_shutdown",
+                                            "relay_camera_to", "camera"))
     add_arguments(ap, KittiTopicsConfig)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
@@ -101,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
             bcfg = from_dict(BackendConfig, {**bcfg.__dict__, "checkpoint": args.model})
         ecfg = from_args(EvalNodeConfig, args)
         tcfg = from_args(KittiTopicsConfig, args)
+        explicit = args.image_topic is not None or args.camera_info_topic is not None
         summary = evaluate(args.bag, args.out, bcfg, ecfg, tcfg, plots=not args.no_plots,
-                           progress=True)
+                           progress=True, explicit_topics=explicit)
     except (BagError, ConfigError, KittiFormatError) as exc:
         print(f"evaluate_bag: error: {exc}", file=sys.stderr)
         return 2
@@ -112,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"evaluate_bag: error: {exc}", file=sys.stderr)
             return 2
         raise
+    print(summary["camera"])
+    print(summary["geometry"])
     print(f"{summary['frames']} frames scored of {summary['images']} images "
           f"({summary['unmatched_images']} without a LiDAR scan), backend {summary['backend']}")
     if summary["frames"]:

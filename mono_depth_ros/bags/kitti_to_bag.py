@@ -1,23 +1,30 @@
 """``kitti_to_bag DRIVE_DIR OUT_BAG [--frames ...]``: a KITTI raw drive as a ROS 2 bag (MCAP).
 
-Topics and frame ids are those of kitti2bag (tomas789/kitti2bag), so launch files and RViz
-configurations work with bags from either tool:
+Topics, frame ids and encoding are those of kitti2bag's master branch (tomas789/kitti2bag, also
+its PyPI release 1.5, ``save_camera_data``), so launch files and RViz configurations work with
+bags from either tool:
 
-====================================== ========================= =======================
+====================================== ========================= ==============================
 topic                                  type                      frame id
-====================================== ========================= =======================
-/kitti/camera_color_left/image         sensor_msgs/Image rgb8    camera_color_left
+====================================== ========================= ==============================
+/kitti/camera_color_left/image_raw     sensor_msgs/Image bgr8    camera_color_left
 /kitti/camera_color_left/camera_info   sensor_msgs/CameraInfo    camera_color_left
 /kitti/velo/pointcloud                 sensor_msgs/PointCloud2   velo_link
-/tf_static                             tf2_msgs/TFMessage        velo_link -> camera_color_left
-====================================== ========================= =======================
+/tf_static                             tf2_msgs/TFMessage        velo_link -> camera_gray_left,
+                                                                 velo_link -> camera_color_left
+====================================== ========================= ==============================
 
-``camera_color_left`` is an optical frame (x right, y down, z forward) of the *rectified* camera 2,
-as in kitti2bag; REP 103 would call it ``camera_color_left_optical``, the kitti2bag name is kept
-for compatibility. Image and camera_info of a frame share one stamp (image_02/timestamps.txt, or
-10 Hz from the frame index without it); the scan gets the same stamp, because the frames of a KITTI
-``sync`` drive are already associated (``--velo-stamps`` keeps the scanner's own timestamps; then
-evaluate with a non-zero ``slop``). Only this module writes bags; it never imports rclpy.
+``camera_color_left`` is an optical frame (x right, y down, z forward) of the *rectified* camera 2
+and ``camera_gray_left`` that of the rectified camera 0, as in kitti2bag (which roots its tree at
+the IMU; only the LiDAR calibration is needed here, so the tree is rooted at ``velo_link``; the
+camera poses are the same). REP 103 would call them ``*_optical``; the kitti2bag names are kept.
+camera_info has ``P = P_rect_02`` as in kitti2bag (its 4th column is camera 2's offset from
+camera 0, which /tf_static already applies), but ``K = P_rect_02[:3, :3]``, ``D = 0`` and
+``R = R_rect_00``: kitti2bag's unrectified ``K_02``/``D_02`` do not describe the rectified image.
+Image and camera_info of a frame share one stamp (image_02/timestamps.txt, or 10 Hz from the
+frame index without it); the scan gets the same stamp, because the frames of a KITTI ``sync``
+drive are already associated (``--velo-stamps`` keeps the scanner's own timestamps, as kitti2bag
+does). Only this module writes bags; it never imports rclpy.
 """
 
 from __future__ import annotations
@@ -153,10 +160,11 @@ class _Msgs:
                                            nanosec=int(stamp_ns % 10**9)), frame_id=frame)
 
     def image(self, rgb: np.ndarray, stamp_ns: int, frame: str):
+        """bgr8, as kitti2bag writes colour frames (cv_bridge of an OpenCV image)."""
         h, w = rgb.shape[:2]
         return self.Image(header=self.header(stamp_ns, frame), height=h, width=w,
-                          encoding="rgb8", is_bigendian=0, step=w * 3,
-                          data=np.ascontiguousarray(rgb, dtype=np.uint8).reshape(-1))
+                          encoding="bgr8", is_bigendian=0, step=w * 3,
+                          data=np.ascontiguousarray(rgb[:, :, ::-1], dtype=np.uint8).reshape(-1))
 
     def camera_info(self, calib: CameraCalib, R_rect: np.ndarray, width: int, height: int,
                     stamp_ns: int, frame: str):
@@ -176,15 +184,18 @@ class _Msgs:
                                 row_step=step * n, data=np.frombuffer(data, np.uint8),
                                 is_dense=True)
 
-    def tf_static(self, T: np.ndarray, parent: str, child: str, stamp_ns: int):
-        x, y, z, w = rotation_to_quaternion(T[:3, :3])
-        t = T[:3, 3]
-        tr = self.TransformStamped(
-            header=self.header(stamp_ns, parent), child_frame_id=child,
-            transform=self.Transform(translation=self.Vector3(x=float(t[0]), y=float(t[1]),
-                                                              z=float(t[2])),
-                                     rotation=self.Quaternion(x=x, y=y, z=z, w=w)))
-        return self.TFMessage(transforms=[tr])
+    def tf_static(self, edges: list[tuple[np.ndarray, str, str]], stamp_ns: int):
+        """One TFMessage of (T, parent, child) edges; T takes child points into the parent."""
+        out = []
+        for T, parent, child in edges:
+            x, y, z, w = rotation_to_quaternion(T[:3, :3])
+            t = T[:3, 3]
+            out.append(self.TransformStamped(
+                header=self.header(stamp_ns, parent), child_frame_id=child,
+                transform=self.Transform(translation=self.Vector3(x=float(t[0]), y=float(t[1]),
+                                                                  z=float(t[2])),
+                                         rotation=self.Quaternion(x=x, y=y, z=z, w=w))))
+        return self.TFMessage(transforms=out)
 
 
 def convert(drive_dir: str | Path | list, out_bag: str | Path, frames: list[int] | None = None,
@@ -234,9 +245,11 @@ def convert(drive_dir: str | Path | list, out_bag: str | Path, frames: list[int]
                     for f, _, _ in jobs) - 2000
         # tf convention: the transform of (parent velo_link, child camera) takes camera points
         # into velo_link, i.e. the inverse of velo -> camera (as kitti2bag does)
-        write(c_tf, m.tf_static(np.linalg.inv(jobs[0][1].velo_to_cam_optical),
-                                topics.LIDAR_FRAME, topics.CAMERA_FRAME, first),
-              "tf2_msgs/msg/TFMessage", first)
+        calib0 = jobs[0][1]
+        write(c_tf, m.tf_static([
+            (np.linalg.inv(calib0.velo_to_rect), topics.LIDAR_FRAME, topics.GRAY_FRAME),
+            (np.linalg.inv(calib0.velo_to_cam_optical), topics.LIDAR_FRAME,
+             topics.CAMERA_FRAME)], first), "tf2_msgs/msg/TFMessage", first)
         for f, calib, R_rect in iterator:
             rgb = read_rgb(f.image)
             h, w = rgb.shape[:2]

@@ -143,6 +143,9 @@ class TfStaticBuffer:
             child = t.child_frame_id.lstrip("/")
             self.edges[(parent, child)] = transform_to_matrix(t.transform)
 
+    def frames(self) -> set[str]:
+        return {f for edge in self.edges for f in edge}
+
     def lookup(self, target: str, source: str) -> np.ndarray | None:
         target, source = target.lstrip("/"), source.lstrip("/")
         if target == source:
@@ -179,10 +182,11 @@ class EvalFrame:
     K: np.ndarray
     width: int
     height: int
-    camera_frame: str
+    camera_frame: str                       # header frame of the image and camera_info
     points: np.ndarray | None = None        # Nx3 LiDAR points in the LiDAR frame
     lidar_frame: str | None = None
     extra: dict = field(default_factory=dict)
+    P: np.ndarray | None = None             # camera_info.P (3x4)
 
 
 @dataclass
@@ -192,38 +196,43 @@ class BagContents:
     unmatched_images: int
     unmatched_scans: int
     topics: dict[str, int]
+    camera_note: str = ""                   # which camera topics were used, and why
 
 
 def read_eval_frames(path: str | Path, topics: KittiTopicsConfig | None = None,
-                     slop: float = 0.0) -> BagContents:
+                     slop: float = 0.0, explicit: bool = False) -> BagContents:
     """Images + camera_info + LiDAR of a KITTI bag matched by stamp (exact, or within ``slop``).
 
     Every image with a camera_info of the same stamp becomes a frame; the LiDAR scan whose stamp
-    matches (exactly, or nearest within ``slop`` seconds) is attached to it.
+    matches (exactly, or nearest within ``slop`` seconds) is attached to it. Without the
+    configured camera topics (and unless ``explicit``), the bag's camera is found by
+    ``topics.choose_camera``; ``camera_note`` says which.
     """
     from .. import sync
+    from .topics import TopicChoiceError, choose_camera
 
     topics = topics or KittiTopicsConfig()
-    wanted = [topics.image_topic, topics.camera_info_topic, topics.lidar_topic,
-              topics.tf_static_topic]
     images: dict[int, object] = {}
     infos: dict[int, object] = {}
     scans: dict[int, object] = {}
     tf = TfStaticBuffer()
     with open_bag(path) as reader:
-        present = {c.topic for c in reader.connections}
-        for t in (topics.image_topic, topics.camera_info_topic):
-            if t not in present:
-                raise BagError(f"{path}: no {t} topic (topics: {', '.join(sorted(present))})")
-        counts = {t: 0 for t in wanted if t in present}
+        types = {c.topic: c.msgtype for c in reader.connections}
+        try:
+            image_topic, info_topic, note = choose_camera(
+                types, topics.image_topic, topics.camera_info_topic, explicit, where=str(path))
+        except TopicChoiceError as exc:
+            raise BagError(str(exc)) from None
+        wanted = [image_topic, info_topic, topics.lidar_topic, topics.tf_static_topic]
+        counts = {t: 0 for t in wanted if t in types}
         for conn, _t, raw in iter_messages(reader, wanted):
             msg = deserialize(reader, raw, conn)
             counts[conn.topic] += 1
             if conn.topic == topics.tf_static_topic:
                 tf.add_message(msg)
-            elif conn.topic == topics.image_topic:
+            elif conn.topic == image_topic:
                 images[stamp_ns(msg)] = msg
-            elif conn.topic == topics.camera_info_topic:
+            elif conn.topic == info_topic:
                 infos[stamp_ns(msg)] = msg
             else:
                 scans[stamp_ns(msg)] = msg
@@ -235,8 +244,9 @@ def read_eval_frames(path: str | Path, topics: KittiTopicsConfig | None = None,
         if info is None:
             continue
         img = images[st]
-        K, _P, w, h = camera_matrices(info)
-        frame = EvalFrame(st, image_to_rgb(img), K, w, h, img.header.frame_id.lstrip("/"))
+        K, P, w, h = camera_matrices(info)
+        frame = EvalFrame(st, image_to_rgb(img), K, w, h, info.header.frame_id.lstrip("/")
+                          or img.header.frame_id.lstrip("/"), P=P)
         match = sync.nearest_stamp(scan_stamps, st, int(round(slop * 1e9)))
         if match is not None and match not in used_scans:
             used_scans.add(match)
@@ -248,6 +258,6 @@ def read_eval_frames(path: str | Path, topics: KittiTopicsConfig | None = None,
         frames.append(frame)
     if not frames:
         raise BagError(f"{path}: no image with a camera_info of the same stamp on "
-                       f"{topics.image_topic} / {topics.camera_info_topic}")
+                       f"{image_topic} / {info_topic}")
     return BagContents(frames, tf, sum(f.points is None for f in frames),
-                       len(scans) - len(used_scans), counts)
+                       len(scans) - len(used_scans), counts, note)

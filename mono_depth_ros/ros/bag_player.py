@@ -3,6 +3,11 @@ stamps, at R x real time, with a progress bar. ``ros2 bag play`` does the same w
 installed (``ros2 bag play BAG --rate R [--loop]``); this player exists because rosbag2 is not on
 PyPI, and it also plays ROS 1 bags from kitti2bag (converted message by message).
 
+Every topic is played as recorded. The camera is also played under the names the graph listens on
+(``--image-topic``/``--camera-info-topic``, default kitti2bag master's) when the bag has it under
+another name (the ``image_rect_color`` and old ``image`` layouts): ``--camera`` names it, else it is
+found (``bags/topics.py``); the chosen topics are printed.
+
 Publishers are reliable + volatile (they reach best-effort and reliable subscribers alike);
 ``/tf_static`` is transient-local, as tf2 expects. Topics whose message package is not installed
 (e.g. tf2_msgs on a pip-only machine) are skipped with one warning.
@@ -18,7 +23,9 @@ import time
 from pathlib import Path
 
 from ..bags.reader import BagError, deserialize, iter_messages, open_bag
-from ..config import BagPlayerConfig, ConfigError, add_arguments, from_args
+from ..bags.topics import (TopicChoiceError, camera_candidates, camera_info_sibling,
+                           choose_camera)
+from ..config import BagPlayerConfig, ConfigError, KittiTopicsConfig, add_arguments, from_args
 
 WAIT_FOR = ("sensor_msgs/msg/Image", "sensor_msgs/msg/PointCloud2", "sensor_msgs/msg/CameraInfo")
 
@@ -68,16 +75,31 @@ def to_rclpy(src, cls):
 class BagPlayer:
     """Streams one bag through rclpy publishers (the node is created by the caller)."""
 
-    def __init__(self, node, bag: str | Path, cfg: BagPlayerConfig):
+    def __init__(self, node, bag: str | Path, cfg: BagPlayerConfig, stop=None,
+                 topics: KittiTopicsConfig | None = None):
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
+        from .lifecycle import StopSignals
+
         self.node, self.bag, self.cfg = node, Path(bag), cfg
+        self.topics = topics or KittiTopicsConfig()
+        self.stop = stop or StopSignals()  # playing ends when it is set (lifecycle's flag)
         self.pubs: dict[str, tuple] = {}
+        self.aliases: dict[str, object] = {}  # bag topic -> publisher of the graph's name
         self.published = 0
         with open_bag(self.bag) as reader:
             self.total = reader.message_count
             self.is_ros2 = bool(getattr(reader, "is2", True))
             conns = list(reader.connections)
+        self.camera, self.camera_note = self._choose_camera({c.topic: c.msgtype for c in conns})
+
+        def qos_for(topic):
+            latched = topic in ("/tf_static",) or topic.endswith("/tf_static")
+            return QoSProfile(depth=1 if latched else cfg.qos_depth,
+                              reliability=ReliabilityPolicy.RELIABLE,
+                              durability=DurabilityPolicy.TRANSIENT_LOCAL if latched
+                              else DurabilityPolicy.VOLATILE)
+
         for c in conns:
             if c.topic in self.pubs:
                 continue
@@ -86,32 +108,52 @@ class BagPlayer:
                 node.get_logger().warning(f"skipping {c.topic}: message type {c.msgtype} is not "
                                           "installed here")
                 continue
-            latched = c.topic in ("/tf_static",) or c.topic.endswith("/tf_static")
-            qos = QoSProfile(depth=1 if latched else cfg.qos_depth,
-                             reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL if latched
-                             else DurabilityPolicy.VOLATILE)
-            self.pubs[c.topic] = (node.create_publisher(cls, c.topic, qos), cls, c.msgtype)
+            self.pubs[c.topic] = (node.create_publisher(cls, c.topic, qos_for(c.topic)), cls,
+                                  c.msgtype)
+        for src, dst in zip(self.camera, (self.topics.image_topic,
+                                          self.topics.camera_info_topic)):
+            if src != dst and src in self.pubs:
+                self.aliases[src] = node.create_publisher(self.pubs[src][1], dst, qos_for(dst))
+
+    def _choose_camera(self, types: dict[str, str]) -> tuple[tuple[str, ...], str]:
+        """((image, camera_info) bag topics of the camera, one line): ``cfg.camera`` when given,
+        the graph's ``image_topic`` when the bag has it, else the camera found in the bag; played
+        also under the graph's names when they differ. No camera at all: () and a note."""
+        t = self.topics
+        if not self.cfg.camera and not camera_candidates(types) and t.image_topic not in types:
+            return (), f"camera: none in the bag (no {t.image_topic})"
+        try:
+            if self.cfg.camera:
+                img, info, note = choose_camera(types, self.cfg.camera,
+                                                camera_info_sibling(self.cfg.camera),
+                                                explicit=True, where=str(self.bag))
+            else:
+                img, info, note = choose_camera(types, t.image_topic, t.camera_info_topic,
+                                                where=str(self.bag))
+        except TopicChoiceError as exc:
+            raise BagError(f"{exc}".replace("--image-topic", "--camera")) from None
+        if img != t.image_topic:
+            note += f", played also as {t.image_topic} + {t.camera_info_topic}"
+        return (img, info), note
 
     def wait_for_subscribers(self) -> bool:
-        import rclpy
-
+        """Until the camera (under the graph's names) and the LiDAR topic have subscribers."""
         need = self.cfg.wait_for_subscribers
         if need <= 0:
             return True
-        watched = [p for p, _, t in self.pubs.values() if t.replace("/msg/", "/") in
-                   [w.replace("/msg/", "/") for w in WAIT_FOR]]
+        graph = [self.topics.image_topic, self.topics.camera_info_topic, self.topics.lidar_topic]
+        watched = [p for p in self.aliases.values()] + [
+            self.pubs[n][0] for n in graph if n in self.pubs and n not in self.aliases]
         deadline = time.monotonic() + self.cfg.wait_timeout
-        while time.monotonic() < deadline and rclpy.ok():
+        while time.monotonic() < deadline:
             if all(p.get_subscription_count() >= need for p in watched):
                 return True
-            time.sleep(0.05)
+            if self.stop.wait(0.05):
+                return False
         self.node.get_logger().warning("timed out waiting for subscribers; playing anyway")
         return False
 
     def play_once(self, progress=None) -> int:
-        import rclpy
-
         n = 0
         t_bag0 = t_prev = None
         skipped = 0.0
@@ -119,7 +161,7 @@ class BagPlayer:
         with open_bag(self.bag) as reader:
             topics = list(self.pubs)
             for conn, t, raw in iter_messages(reader, topics):
-                if not rclpy.ok():
+                if self.stop.requested:
                     break
                 if t_bag0 is None:
                     t_bag0 = t
@@ -129,13 +171,15 @@ class BagPlayer:
                 t_prev = t
                 due = t_wall0 + ((t - t_bag0) * 1e-9 - skipped) / self.cfg.rate
                 delay = due - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
+                if delay > 0 and self.stop.wait(delay):
+                    break
                 pub, cls, _ = self.pubs[conn.topic]
-                if self.is_ros2:
-                    pub.publish(bytes(raw))  # already CDR with the recorded header
-                else:
-                    pub.publish(to_rclpy(deserialize(reader, raw, conn), cls))
+                # ROS 2: already CDR with the recorded header
+                msg = bytes(raw) if self.is_ros2 else to_rclpy(deserialize(reader, raw, conn),
+                                                               cls)
+                pub.publish(msg)
+                if conn.topic in self.aliases:
+                    self.aliases[conn.topic].publish(msg)
                 n += 1
                 self.published += 1
                 if progress is not None:
@@ -144,25 +188,34 @@ class BagPlayer:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Console script: play the bag (``--loop``: until SIGINT/SIGTERM), then exit 0; a stop signal
+    at any moment exits 0 too (``lifecycle``)."""
+    from . import lifecycle
+
+    stop = lifecycle.install()
     ap = argparse.ArgumentParser(prog="kitti_bag_player", description=__doc__.splitlines()[0])
     ap.add_argument("bag", help="ROS 2 bag folder / .mcap, or ROS 1 .bag (kitti2bag)")
     add_arguments(ap, BagPlayerConfig)
+    add_arguments(ap, KittiTopicsConfig, skip=("tf_static_topic", "camera_frame", "lidar_frame"))
     args, ros_args = ap.parse_known_args(argv)
     try:
         cfg = from_args(BagPlayerConfig, args)
+        topics = from_args(KittiTopicsConfig, args)
     except ConfigError as exc:
         print(f"kitti_bag_player: error: {exc}", file=sys.stderr)
         return 2
-    import rclpy
     from rclpy.node import Node
 
-    rclpy.init(args=["kitti_bag_player", *ros_args])
+    lifecycle.init(["kitti_bag_player", *ros_args])
     node = Node("kitti_bag_player")
+    stop.defer()
     rc = 0
     try:
-        player = BagPlayer(node, args.bag, cfg)
+        player = BagPlayer(node, args.bag, cfg, stop, topics)
+        print(f"kitti_bag_player: playing {args.bag} ({player.total} messages) x{cfg.rate:g}"
+              f"{', looping' if cfg.loop else ''}; {player.camera_note}", flush=True)
         player.wait_for_subscribers()
-        time.sleep(cfg.start_delay)
+        stop.wait(cfg.start_delay)
         bar = None
         if cfg.progress:
             from tqdm import tqdm
@@ -170,23 +223,19 @@ def main(argv: list[str] | None = None) -> int:
             bar = tqdm(total=None if cfg.loop else player.total, unit="msg",
                        desc=f"playing {Path(args.bag).name} x{cfg.rate:g}",
                        disable=not sys.stderr.isatty() and os.environ.get("TQDM_FORCE") != "1")
-        while rclpy.ok():
+        while not stop.requested:
             player.play_once(bar)
             if not cfg.loop:
                 break
         if bar is not None:
             bar.close()
         node.get_logger().info(f"published {player.published} messages")
-        time.sleep(0.5)  # let reliable writers deliver the last samples
+        stop.wait(0.5)  # let reliable writers deliver the last samples
     except BagError as exc:
-        print(f"kitti_bag_player: error: {exc}", file=sys.stderr)
+        print(f"kitti_bag_player: error: {exc}", file=sys.stderr, flush=True)
         rc = 2
-    except KeyboardInterrupt:
-        pass
-    finally:
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    lifecycle.finish(None, [node])
+    lifecycle.exit(rc)
     return rc
 
 

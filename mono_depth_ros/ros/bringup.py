@@ -6,6 +6,9 @@ remappings; this one needs no ``launch`` package (not on PyPI). Every child gets
 ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` (unless already set), ``RMW_IMPLEMENTATION`` and the
 Fast DDS profile for camera-size images (``FASTDDS_DEFAULT_PROFILES_FILE``, unless already set).
 A node's parameters go to it as a ``--params-file`` holding only its own section.
+
+SIGINT or SIGTERM (at any moment, also while the nodes start) is forwarded to every child; the
+bring-up exits 0 when they all exit 0 (``lifecycle`` handles the signal, as in the nodes).
 """
 
 from __future__ import annotations
@@ -139,8 +142,11 @@ def node_command(spec: NodeSpec, namespace: str, params_dir: Path, bag: str | No
 
 class Bringup:
     def __init__(self, graph: Graph, bag: str | None = None, overrides: dict | None = None,
-                 env: dict | None = None, log_dir: str | Path | None = None):
+                 env: dict | None = None, log_dir: str | Path | None = None, stop=None):
+        from .lifecycle import StopSignals
+
         self.graph, self.bag, self.overrides = graph, bag, overrides or {}
+        self.stop_signals = stop or StopSignals()  # set by SIGINT/SIGTERM (lifecycle)
         self.env = child_env(env)
         self.tmp = tempfile.TemporaryDirectory(prefix="mono_depth_bringup_")
         self.log_dir = Path(log_dir) if log_dir else None
@@ -150,6 +156,8 @@ class Bringup:
         for spec in self.graph.nodes:
             if spec.needs_bag and not self.bag:
                 continue
+            if self.stop_signals.requested:
+                return
             cmd = node_command(spec, self.graph.namespace, Path(self.tmp.name), self.bag,
                                self.overrides)
             out = None
@@ -163,39 +171,41 @@ class Bringup:
 
     def wait(self, timeout: float | None = None) -> int:
         """Until a node with ``exit_ends_graph`` exits (then the grace period), a node fails,
-        SIGINT, or ``timeout``; then stop everyone. Returns the worst exit code."""
+        SIGINT/SIGTERM, or ``timeout``; then stop everyone. Returns the worst exit code."""
         deadline = None if timeout is None else time.monotonic() + timeout
         rc = 0
-        try:
-            while True:
-                if deadline is not None and time.monotonic() > deadline:
-                    print("[bringup] timeout", flush=True)
-                    break
-                done = [(s, p) for s, p in self.procs if p.poll() is not None]
-                ender = [(s, p) for s, p in done if s.exit_ends_graph]
-                failed = [(s, p) for s, p in done if p.returncode not in (0, None)]
-                if failed:
-                    for s, p in failed:
-                        print(f"[bringup] {s.name} exited with {p.returncode}", flush=True)
-                    rc = max(p.returncode for _, p in failed) or 1
-                    break
-                if ender:
-                    print(f"[bringup] {ender[0][0].name} finished; stopping the graph in "
-                          f"{self.graph.grace_period:g} s", flush=True)
-                    time.sleep(self.graph.grace_period)
-                    break
-                if len(done) == len(self.procs):
-                    break
-                time.sleep(0.1)
-        except KeyboardInterrupt:
-            pass
+        while not self.stop_signals.requested:
+            if deadline is not None and time.monotonic() > deadline:
+                print("[bringup] timeout", flush=True)
+                break
+            done = [(s, p) for s, p in self.procs if p.poll() is not None]
+            ender = [(s, p) for s, p in done if s.exit_ends_graph]
+            failed = [(s, p) for s, p in done if p.returncode not in (0, None)]
+            if failed:
+                for s, p in failed:
+                    print(f"[bringup] {s.name} exited with {p.returncode}", flush=True)
+                rc = max(abs(p.returncode) for _, p in failed) or 1
+                break
+            if ender:
+                print(f"[bringup] {ender[0][0].name} finished; stopping the graph in "
+                      f"{self.graph.grace_period:g} s", flush=True)
+                self.stop_signals.wait(self.graph.grace_period)
+                break
+            if len(done) == len(self.procs):
+                break
+            self.stop_signals.wait(0.1)
+        if self.stop_signals.requested:
+            print(f"[bringup] {self.stop_signals.signal_name}: stopping the graph", flush=True)
         return max(rc, self.stop())
 
     def stop(self, timeout: float = 15.0) -> int:
+        """Send every running child the stop signal (the one this process got, else SIGINT) and
+        wait; returns 0 if every child exited 0, else the worst status (1 for a signal death)."""
         rc = 0
+        sig = self.stop_signals.signum or signal.SIGINT
         for _, p in self.procs:
             if p.poll() is None:
-                p.send_signal(signal.SIGINT)
+                p.send_signal(sig)
         end = time.monotonic() + timeout
         for s, p in self.procs:
             try:
@@ -204,13 +214,17 @@ class Bringup:
                 print(f"[bringup] {s.name} did not stop; killing it", flush=True)
                 p.kill()
                 p.wait()
-            if p.returncode not in (0, -signal.SIGINT, None) and not s.exit_ends_graph:
+            if p.returncode not in (0, None):
+                print(f"[bringup] {s.name} exited with {p.returncode}", flush=True)
                 rc = max(rc, 1 if p.returncode < 0 else p.returncode)
         self.tmp.cleanup()
         return rc
 
 
 def main(argv: list[str] | None = None) -> int:
+    from . import lifecycle
+
+    stop = lifecycle.install().defer()  # children may be running: forward the signal to them
     ap = argparse.ArgumentParser(prog="mono_depth_bringup", description=__doc__.splitlines()[0])
     ap.add_argument("config", nargs="?", default=None,
                     help="bring-up YAML (default: the package's config/kitti_eval.yaml)")
@@ -245,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
                     n.arguments += ["--rate", str(args.rate)]
         if args.bag and not Path(args.bag).exists():
             raise BringupError(f"bag not found: {args.bag}")
-        b = Bringup(graph, args.bag, over, log_dir=args.log_dir)
+        b = Bringup(graph, args.bag, over, log_dir=args.log_dir, stop=stop)
         b.start()
     except BringupError as exc:
         print(f"mono_depth_bringup: error: {exc}", file=sys.stderr)

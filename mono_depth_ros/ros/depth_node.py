@@ -11,10 +11,8 @@ See docs/depth_node.md for topics, parameters, QoS and the Fast DDS profile for 
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
 import math
-import os
 import sys
 import threading
 import time
@@ -22,11 +20,10 @@ import typing
 from collections import deque
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType, SetParametersResult)
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import (HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
@@ -331,7 +328,9 @@ class DepthNode(Node):
                   "dropped_frames": self.slot.dropped, "rejected_frames": rejected,
                   "failed_frames": failed, "camera_info": self.camera_info is not None,
                   "scale_mode": self.scale_cfg.mode,
-                  "scale": getattr(self.scaler, "scale", None) or 1.0}
+                  "scale": getattr(self.scaler, "scale", None) or 1.0,
+                  "scale_fit_rate": getattr(self.scaler, "fit_rate", 0.0),
+                  "scale_rejection": getattr(self.scaler, "last_reason", "")}
         status.values = [KeyValue(key=k, value=f"{v:.6g}" if isinstance(v, float) else str(v))
                          for k, v in values.items()]
         msg = DiagnosticArray(status=[status])
@@ -356,33 +355,33 @@ def rgb_at(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def main(args: list[str] | None = None) -> None:
-    """Console script: run the node until SIGINT; exit 2 with one line if it cannot start."""
+    """Console script: run the node until SIGINT/SIGTERM, then exit 0 (within 2 s, also when the
+    signal comes during start-up); exit 2 with one line if it cannot start.
+
+    Start and stop go through ``lifecycle`` (rclpy without its own signal handlers, which shut the
+    context down under a node still being built: ros2/rclpy#398). The node is built in a thread
+    so that a signal during model loading ends the process at once."""
     from ..backends.base import BackendUnavailable
     from ..model_io import ModelLoadError
+    from . import lifecycle
 
-    rclpy.init(args=args)
+    stop = lifecycle.install()
+    lifecycle.init(args)
     try:
-        node = DepthNode()
+        node = lifecycle.build(DepthNode, stop)
     except (StartupError, ModelLoadError, BackendUnavailable, ConfigError) as exc:
         print(f"{NODE_NAME}: error: {exc}".splitlines()[0], file=sys.stderr, flush=True)
-        rclpy.try_shutdown()
-        sys.exit(2)
+        lifecycle.finish()
+        lifecycle.exit(2)
+    stop.defer()
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+    lifecycle.spin(executor, stop)
     node.stop(timeout=1.0)  # the worker may be inside one inference; do not wait for it
-    executor.shutdown(timeout_sec=0.2)
-    node.destroy_node()
-    rclpy.try_shutdown()
-    # Everything ROS is shut down. Skip the interpreter's module teardown (torch, DDS extension
-    # modules: about 1 s) and a worker still inside an inference, so SIGINT exits within 2 s.
-    atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    lifecycle.finish(executor, [node])
+    # skips the interpreter's module teardown (torch, DDS: about 1 s) and a worker still inside
+    # an inference
+    lifecycle.exit(0)
 
 
 if __name__ == "__main__":

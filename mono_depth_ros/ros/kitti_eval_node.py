@@ -18,17 +18,20 @@ Service ``~/write_report`` (std_srvs/Trigger) writes ``metrics.json``, ``metrics
 from __future__ import annotations
 
 import dataclasses
-import signal
 import sys
 import threading
 import typing
 
-
 from ..config import ConfigError, EvalNodeConfig, check_value, from_dict
-from ..lidar_eval import EvalRecorder, calib_velo_to_cam, format_table, lidar_depth
+from ..lidar_eval import (EvalRecorder, calib_velo_to_cam, format_table, frame_to_camera,
+                          lidar_depth)
 from ..sync import StampSynchronizer
 
 INPUTS = ("depth", "lidar_points")  # synchronised by stamp; camera_info is looked up
+# s after the stop signal: plots not drawn by then are left out, so the node exits within 2 s
+PLOTS_WITHIN = 1.2
+RELAY_CHECK = 0.5  # s between looks for a camera to relay (relay_camera_to)
+RELAY_PATIENCE = 5.0  # s without any camera before the node says so
 
 
 def declare_config(node, cls, prefix: str = ""):
@@ -79,6 +82,7 @@ class KittiEvalNode:
         self.extrinsic = None
         self.errors = 0
         self.last_report: dict = {}
+        self.geometry_note = ""
         if self.cfg.calib_dir:
             self.extrinsic = calib_velo_to_cam(self.cfg.calib_dir)
             self.log.info(f"LiDAR -> camera extrinsic from {self.cfg.calib_dir}")
@@ -92,6 +96,11 @@ class KittiEvalNode:
         ]
         self.diag_pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.timer = node.create_timer(self.cfg.summary_period, self._publish_diagnostics)
+        self.relay = None  # (source, source info, publishers, subscriptions) of a relay
+        self.relay_note = ""
+        self.relay_misses = 0
+        if self.cfg.relay_camera_to:
+            self.relay_timer = node.create_timer(RELAY_CHECK, self._check_camera)
         self.srv = node.create_service(Trigger, "~/write_report", self._on_trigger)
         self.log.info(f"evaluating {node.resolve_topic_name('depth')} against "
                       f"{node.resolve_topic_name('lidar_points')}; report in {self.cfg.output_dir}")
@@ -187,6 +196,8 @@ class KittiEvalNode:
                     self.recorder.skip("no camera_info yet")
                 return
             K = camera_matrix(info)
+            if self.extrinsic is None:  # from /tf_static: P's offset where the frame needs it
+                T = self._frame_to_camera(info, depth_msg.header.frame_id) @ T
             gt = lidar_depth(cloud_to_xyz(cloud), K, T, depth.shape[1], depth.shape[0])
             with self.lock:
                 score = self.recorder.add(stamp, depth, gt, label=f"{stamp * 1e-9:.3f}")
@@ -199,6 +210,67 @@ class KittiEvalNode:
             with self.lock:
                 self.recorder.skip("bad input")
             self.log.error(f"frame {stamp * 1e-9:.3f} not scored: {exc}")
+
+    def _check_camera(self) -> None:
+        """While someone (the depth node) subscribes ``relay_camera_to`` but nobody publishes it,
+        relay the camera found in the graph there (``camera`` param when set), so a bag played
+        under another layout's names needs no remapping; one log line says what was chosen, or
+        why nothing. The relay subscribes to the camera only once its own publishers have matched
+        the subscribers, so the first frames are not lost."""
+        from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+        from sensor_msgs.msg import CameraInfo, Image
+
+        from ..bags.topics import (IMAGE_NAMES, TopicChoiceError, camera_info_sibling,
+                                   choose_camera)
+
+        node, dst = self.node, self.cfg.relay_camera_to
+        if self.relay is not None:
+            src, src_info, pubs, subs = self.relay
+            if subs is None and pubs[0].get_subscription_count() > 0:
+                self.relay = (src, src_info, pubs, (
+                    node.create_subscription(Image, src, pubs[0].publish,
+                                             qos_profile_sensor_data),
+                    node.create_subscription(CameraInfo, src_info, pubs[1].publish,
+                                             qos_profile_sensor_data)))
+                self.log.info(self.relay_note)
+            return
+        if node.count_publishers(dst) > 0 or node.count_subscribers(dst) == 0:
+            self.relay_misses = 0
+            return
+        # topics someone publishes (a subscription alone also lists a topic); image topics only
+        # under the usual names, never e.g. the depth node's own depth/color
+        types = {name: ts[0] for name, ts in node.get_topic_names_and_types()
+                 if ts and name != dst and node.count_publishers(name) > 0
+                 and (not ts[0].endswith("/Image") or name.rsplit("/", 1)[-1] in IMAGE_NAMES
+                      or name == self.cfg.camera)}
+        try:
+            src, src_info, note = choose_camera(types, self.cfg.camera or dst,
+                                                camera_info_sibling(self.cfg.camera or dst),
+                                                explicit=bool(self.cfg.camera), where="the graph")
+        except TopicChoiceError as exc:
+            self.relay_misses += 1  # say it once it lasts (a player may just be starting)
+            if str(exc) != self.relay_note and self.relay_misses * RELAY_CHECK >= RELAY_PATIENCE:
+                self.relay_note = str(exc)
+                text = f"nobody publishes {dst}; {exc}"
+                self.log.warning(text.replace("--image-topic", "parameter camera"))
+            return
+        dst_info = camera_info_sibling(dst)
+        qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        pubs = (node.create_publisher(Image, dst, qos),
+                node.create_publisher(CameraInfo, dst_info, qos))
+        self.relay = (src, src_info, pubs, None)  # subscriptions once the publishers match
+        self.relay_note = f"{note}; nobody publishes {dst}: relayed there + {dst_info}"
+
+    def _frame_to_camera(self, info, frame: str):
+        """``lidar_eval.frame_to_camera`` for this camera_info (logged once per frame id)."""
+        import numpy as np
+
+        C, why = frame_to_camera(np.asarray(info.p, dtype=np.float64).reshape(3, 4),
+                                 frame.lstrip("/"), self.tf)
+        if why != self.geometry_note:
+            self.geometry_note = why
+            self.log.info(f"geometry: {why}")
+        return C
 
     # ----------------------------------------------------------------------------------------
     def counts(self) -> dict:
@@ -241,7 +313,9 @@ class KittiEvalNode:
         arr.status = [st]
         self.diag_pub.publish(arr)
 
-    def write_report(self) -> dict:
+    def write_report(self, plots_deadline: float | None = None) -> dict:
+        """metrics.json, CSVs and plots in output_dir (plots only if done by ``plots_deadline``,
+        a ``time.monotonic()`` value; see ``EvalRecorder.write``)."""
         self.flush()
         with self.lock:
             counts = self.counts()
@@ -249,7 +323,8 @@ class KittiEvalNode:
                      "matched": counts["matched"], "errors": counts["errors"],
                      "info_stamp_mismatch": counts["info_stamp_mismatch"],
                      "unmatched_images": counts["unmatched"]["depth"]}
-            paths = self.recorder.write(self.cfg.output_dir, extra)
+            paths = self.recorder.write(self.cfg.output_dir, extra,
+                                        plots_deadline=plots_deadline)
         self.last_report = {k: str(v) for k, v in paths.items()}
         return self.last_report
 
@@ -266,36 +341,75 @@ class KittiEvalNode:
         return response
 
 
+def preload_plotting() -> None:
+    """Import matplotlib (about 1 s on a busy machine) in the background now, so that the report
+    written on the way out does not pay for it after the stop signal."""
+    def run():
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot  # noqa: F401
+        except Exception:  # noqa: BLE001 - the report then imports it itself (or says why not)
+            pass
+
+    threading.Thread(target=run, name="preload_plotting", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
-    import rclpy
-    from rclpy.executors import ExternalShutdownException
+    """Console script: evaluate until SIGINT/SIGTERM, then write the report and exit 0.
+
+    Start and stop go through ``lifecycle`` (rclpy without its own signal handlers); a signal that
+    comes once the node exists, even during its construction or a report, still leads to the
+    report on the way out; a repeated signal does not cut it short."""
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
 
-    rclpy.init(args=argv if argv is not None else sys.argv)
+    from . import lifecycle
+
+    stop = lifecycle.install()
+    lifecycle.init(argv if argv is not None else sys.argv)
     node = Node("kitti_eval_node")
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    stop.defer()  # from here on a stop signal leads to the report
     rc = 0
     ev = None
+    executor = SingleThreadedExecutor()
     try:
         ev = KittiEvalNode(node)
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
     except (ConfigError, ValueError) as exc:
-        print(f"kitti_eval_node: error: {exc}", file=sys.stderr)
+        print(f"kitti_eval_node: error: {exc}".splitlines()[0], file=sys.stderr, flush=True)
         rc = 2
-    finally:
-        if ev is not None and ev.cfg.write_on_shutdown:
-            paths = ev.write_report()
-            s = ev.summary()
-            print(f"kitti_eval_node: {s['frames']} frames scored, unmatched "
-                  f"{s['unmatched']}; report {paths['json']}", flush=True)
-            if s["frames"]:
-                print(format_table(s), flush=True)
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    if ev is not None:
+        if ev.cfg.write_on_shutdown:
+            preload_plotting()
+        executor.add_node(node)
+        lifecycle.spin(executor, stop)
+        if ev.cfg.write_on_shutdown:
+            rc = write_final_report(ev, stop.deadline(PLOTS_WITHIN))
+    lifecycle.finish(executor, [node])
+    lifecycle.exit(rc)
     return rc
+
+
+def write_final_report(ev: KittiEvalNode, plots_deadline: float | None = None) -> int:
+    """The report on the way out, with a summary on stdout; 1 (one line) if it cannot be written.
+    Plots not drawn by ``plots_deadline`` are left out (said on stdout), so the node still stops
+    within 2 s on a busy machine; metrics.json and the CSV files are always complete."""
+    try:
+        paths = ev.write_report(plots_deadline)
+    except Exception as exc:  # noqa: BLE001 - e.g. an unwritable output_dir
+        print(f"kitti_eval_node: error: could not write the report to {ev.cfg.output_dir}: "
+              f"{exc}".splitlines()[0], file=sys.stderr, flush=True)
+        return 1
+    s = ev.summary()
+    print(f"kitti_eval_node: {s['frames']} frames scored, unmatched "
+          f"{s['unmatched']}; report {paths['json']}", flush=True)
+    if s["frames"]:
+        print(format_table(s), flush=True)
+    if "per_frame_plot" not in paths:
+        print("kitti_eval_node: plots left out to stop within 2 s (the ~/write_report service "
+              "draws them while the node runs)", flush=True)
+    return 0
 
 
 if __name__ == "__main__":

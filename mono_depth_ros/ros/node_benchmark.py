@@ -72,6 +72,8 @@ def node_run(args, images: list[np.ndarray], n: int, rate: float, env: dict) -> 
     """Publish ``n`` frames at ``rate`` Hz to depth_node in another process; measure its output."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
+
+    from . import lifecycle
     from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import CameraInfo, Image
 
@@ -84,9 +86,10 @@ def node_run(args, images: list[np.ndarray], n: int, rate: float, env: dict) -> 
     cmd += ["--ros-args", "-p", f"backend:={args.backend}", "-p", f"threads:={args.threads}"]
     if args.checkpoint:
         cmd += ["-p", f"checkpoint:={args.checkpoint}"]
+    stop = lifecycle.install().defer()  # from here a signal stops the run and the node
     node_proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.PIPE, text=True)
-    rclpy.init()
+    lifecycle.init([])
     client = rclpy.create_node("node_benchmark")
     pub = client.create_publisher(Image, "image", qos_profile_sensor_data)
     pub_info = client.create_publisher(CameraInfo, "camera_info", qos_profile_sensor_data)
@@ -109,7 +112,8 @@ def node_run(args, images: list[np.ndarray], n: int, rate: float, env: dict) -> 
             if node_proc.poll() is not None or time.monotonic() > end:
                 raise SystemExit(f"node_benchmark: error: depth_node did not start: "
                                  f"{node_proc.stderr.read().strip()[-500:]}")
-            time.sleep(0.1)
+            if stop.wait(0.1):
+                raise Interrupted()
         calib = find_raw_calib(SAMPLE / "2011_09_26_drive_0001_sync")
         info = CameraInfo(width=images[0].shape[1], height=images[0].shape[0],
                           distortion_model="plumb_bob")
@@ -121,8 +125,10 @@ def node_run(args, images: list[np.ndarray], n: int, rate: float, env: dict) -> 
         rss_warm = None
         t_start = time.monotonic()
         for i in range(n + warmup):
+            if stop.requested:
+                raise Interrupted()
             if i == warmup:
-                time.sleep(2.0)  # let warm-up frames finish before counting
+                stop.wait(2.0)  # let warm-up frames finish before counting
                 rss_warm = rss_mb(node_proc.pid)
                 t_start = time.monotonic()
             msg = msgs[i % len(msgs)]
@@ -135,11 +141,12 @@ def node_run(args, images: list[np.ndarray], n: int, rate: float, env: dict) -> 
             if i >= warmup:
                 sent[(1 + i) * 10**9] = t
             next_t = t_start + (i + 1 - warmup) / rate if i >= warmup else t + 1.0 / rate
-            time.sleep(max(0.0, next_t - time.monotonic()))
+            stop.wait(max(0.0, next_t - time.monotonic()))
         last = max(sent)
         end = time.monotonic() + 30
         while last not in received and time.monotonic() < end:
-            time.sleep(0.05)
+            if stop.wait(0.05):
+                raise Interrupted()
         with lock:
             got = {k: received[k] for k in sent if k in received}
         duration = (max(got.values()) - min(sent.values())) if got else float("nan")
@@ -158,9 +165,11 @@ def node_run(args, images: list[np.ndarray], n: int, rate: float, env: dict) -> 
             node_proc.wait(10)
         except subprocess.TimeoutExpired:
             node_proc.kill()
-        executor.shutdown(timeout_sec=1.0)
-        client.destroy_node()
-        rclpy.try_shutdown()
+        lifecycle.finish(executor, [client], timeout=1.0)
+
+
+class Interrupted(Exception):
+    """SIGINT/SIGTERM during the node run (the node has been stopped)."""
 
 
 def table(bare: dict, node: dict) -> str:
@@ -198,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default="", help="also write the results here")
     args = parser.parse_args(argv)
 
+    from . import lifecycle
+
+    lifecycle.install()  # a signal before the node run exits 0 at once; during it, see node_run
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ["ROS_DOMAIN_ID"] = str(args.domain_id)
     os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE",
@@ -209,8 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     # shared machine weighs on both sides alike.
     before = bare_inference(args, images, max(1, args.bare_frames // 2))
     print(f"bare {before['backend']}: {before['fps']:.2f} frames/s", flush=True)
-    node = node_run(args, images, args.frames, args.rate_factor * before["fps"],
-                    dict(os.environ))
+    try:
+        node = node_run(args, images, args.frames, args.rate_factor * before["fps"],
+                        dict(os.environ))
+    except Interrupted:
+        print("node_benchmark: interrupted; depth_node stopped", flush=True)
+        return 0
     after = bare_inference(args, images, max(1, args.bare_frames // 2))
     bare = dict(after, frames=before["frames"] + after["frames"],
                 fps=2 / (1 / before["fps"] + 1 / after["fps"]),
