@@ -51,6 +51,9 @@ class ModelConfig:
                           choices=(1, 2, 4))
     fine_channels: int = opt(24, "channels of the fine (refinement) network", range=(4, 256))
     fine_layers: int = opt(4, "convolution layers of the fine network", range=(2, 12))
+    output_smoothing: bool = opt(True, "a fixed 3x3 binomial filter on the coarse and fine log "
+                                 "depth at their own resolution before upsampling: removes the "
+                                 "checkerboard left by the encoder's strided layers (no weights)")
     layout_prior: bool = opt(False, "coarse net adds a learned per-row log-depth prior, started "
                              "from the training set's row medians (off by default: on cross-drive "
                              "validation it made dense traffic worse, see the model card)")

@@ -19,7 +19,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 # Settings that checkpoints written before these options existed were trained with.
-LEGACY_MODEL_CONFIG = {"upsample": "nearest", "fine_scale": 1}
+LEGACY_MODEL_CONFIG = {"upsample": "nearest", "fine_scale": 1, "output_smoothing": False}
 
 
 class ModelLoadError(RuntimeError):

@@ -206,6 +206,19 @@ class FineNet(nn.Module):
         return torch.clamp(coarse_log + residual, self.log_min, self.log_max)
 
 
+class _Binomial3(nn.Module):
+    """Fixed [1 2 1]^T [1 2 1] / 16 low-pass with edge replication (one channel, no weights)."""
+
+    def __init__(self):
+        super().__init__()
+        k = torch.tensor([1.0, 2.0, 1.0])
+        self.register_buffer("kernel", (k[:, None] * k[None, :] / 16).view(1, 1, 3, 3),
+                             persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), self.kernel)
+
+
 class DepthCascade(nn.Module):
     """Coarse then fine. ``forward`` returns (fine, coarse) depth in metres at input resolution."""
 
@@ -214,6 +227,7 @@ class DepthCascade(nn.Module):
         self.cfg = cfg.validate()
         self.coarse = CoarseNet(cfg)
         self.fine = FineNet(cfg)
+        self.smooth = _Binomial3() if cfg.output_smoothing else nn.Identity()
 
     def fine_input(self, image: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
         """The coarse log depth resized to the fine net's working size."""
@@ -225,7 +239,7 @@ class DepthCascade(nn.Module):
         coarse = self.coarse(image)
         fine = self.fine(image, self.fine_input(image, coarse))
         size = image.shape[-2:]
-        return _resize(fine, size), _resize(coarse, size)
+        return _resize(self.smooth(fine), size), _resize(self.smooth(coarse), size)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         fine_log, coarse_log = self.forward_log(image)

@@ -89,7 +89,8 @@ def test_layout_prior_is_where_training_starts():
 def test_fine_stage_at_each_scale(scale):
     """The fine net works at 1/scale, starts as the identity, and the cascade returns input size."""
     torch.manual_seed(0)
-    model = DepthCascade(ModelConfig(height=64, width=192, fine_scale=scale)).eval()
+    model = DepthCascade(ModelConfig(height=64, width=192, fine_scale=scale,
+                                     output_smoothing=False)).eval()
     x = torch.rand(1, 3, 64, 192)
     coarse = model.fine_input(x, model.coarse(x))
     assert coarse.shape == (1, 1, 64 // scale, 192 // scale)
@@ -116,3 +117,18 @@ def test_legacy_checkpoint_config_loads_full_resolution_fine(tmp_path):
     save_checkpoint(tmp_path / "old.pt", {"model_config": cfg, "state_dict": model.state_dict()})
     loaded, _ = load_model(tmp_path / "old.pt")
     assert loaded.cfg.fine_scale == 1 and loaded.cfg.upsample == "nearest"
+
+
+def test_output_smoothing_removes_a_checkerboard_and_keeps_flat_depth():
+    """The fixed binomial filter at the output resolution flattens a one-pixel checkerboard (what
+    strided encoders leave) and leaves smooth depth alone; it has no weights."""
+    model = DepthCascade(ModelConfig(height=64, width=192)).eval()
+    assert not list(model.smooth.parameters()) and not model.smooth.state_dict()
+    board = torch.zeros(1, 1, 16, 48)
+    board[..., 0::2, 0::2] = board[..., 1::2, 1::2] = 1.0
+    out = model.smooth(board)
+    assert float(out[..., 2:-2, 2:-2].std()) < 1e-6 and abs(float(out.mean()) - 0.5) < 0.02
+    ramp = torch.linspace(0, 1, 48).view(1, 1, 1, 48).expand(1, 1, 16, 48)
+    assert torch.allclose(model.smooth(ramp)[..., 1:-1], ramp[..., 1:-1], atol=1e-6)
+    off = DepthCascade(ModelConfig(height=64, width=192, output_smoothing=False))
+    assert isinstance(off.smooth, torch.nn.Identity)
