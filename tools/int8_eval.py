@@ -1,7 +1,7 @@
 """INT8 vs FP32 (ONNX Runtime, CPU): AbsRel delta on validation frames and speed, one table.
 
     python -m tools.int8_eval [--onnx models/default/model.onnx] \
-        [--list ../shared/kitti/index.tsv] [--calibration ../shared/kitti/index.tsv] [--threads 2]
+        [--list ../shared/kitti/index.tsv] [--calibration ''|INDEX.tsv|DIR] [--threads 2]
 
 Validation frames: every frame of ``--list`` with ground truth (``training.data`` loaders), minus
 the calibration frames and minus any frame of the 28 Eigen test drives; scored with
@@ -15,6 +15,7 @@ recommended only if the mean AbsRel delta is <= 0.005.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -25,18 +26,25 @@ import numpy as np
 POLICY_MAX_DELTA = 0.005
 
 
-def validation_samples(list_path: str, exclude: set[Path], limit: int = 0):
-    """(samples, skipped) of ``list_path``: frames with ground truth, not calibration frames, not
-    of an Eigen test drive (the test-scene list next to an index.tsv is honoured)."""
-    from mono_depth_ros.calibration import TEST_SCENES_REL
+def _digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def validation_samples(list_path: str, exclude: set[str], limit: int = 0):
+    """(samples, skipped) of ``list_path``: frames with ground truth, not calibration frames
+    (``exclude``: sha256 of their image files, so a copy elsewhere is recognised too), not of an
+    Eigen test drive (the built-in list plus the test-scene list next to an index.tsv)."""
+    from mono_depth_ros.calibration import EIGEN_TEST_DRIVES, TEST_SCENES_REL
     from mono_depth_ros.kitti import read_test_scenes
     from training import data as D
 
     frames = D.load_frames(list_path)
     scenes_file = Path(list_path).parent / TEST_SCENES_REL
-    scenes = read_test_scenes(scenes_file) if scenes_file.is_file() else set()
+    scenes = set(EIGEN_TEST_DRIVES)
+    if scenes_file.is_file():
+        scenes |= read_test_scenes(scenes_file)
     keep = [f for f in frames if f.gt_kinds() and f.drive not in scenes
-            and "not_for_training" not in f.rgb.parts and f.rgb.resolve() not in exclude]
+            and "not_for_training" not in f.rgb.parts and _digest(f.rgb) not in exclude]
     if limit:
         keep = keep[:: max(1, len(keep) // limit)][:limit]
     return [D.load_sample(f) for f in keep], len(frames) - len(keep)
@@ -132,8 +140,9 @@ def main(argv: list[str] | None = None) -> int:
                                  description=__doc__.splitlines()[0])
     ap.add_argument("--onnx", default="models/default/model.onnx")
     ap.add_argument("--list", default="../shared/kitti/index.tsv", help="validation frames")
-    ap.add_argument("--calibration", default="../shared/kitti/index.tsv",
-                    help="calibration source as the backend's 'calibration' parameter")
+    ap.add_argument("--calibration", default="", help="calibration source, as the backend's "
+                    "'calibration' parameter (default: the KITTI sample frames, which "
+                    "'precision: int8' uses unless told otherwise)")
     ap.add_argument("--cache-dir", default="", help="cache root (as engine_cache_dir)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=0, help="at most this many validation frames")
@@ -152,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                       engine_cache_dir=args.cache_dir, calibration=args.calibration)
         backends = {"fp32": create_backend(BackendConfig(precision="fp32", **common)),
                     "int8": create_backend(BackendConfig(precision="int8", **common))}
-        calib = {p.resolve() for p in calibration_frames(args.calibration)}
+        calib = {_digest(p) for p in calibration_frames(args.calibration)}
         samples, skipped = validation_samples(args.list, calib, args.limit)
         if not samples:
             raise KittiFormatError(f"{args.list}: no validation frames with ground truth")
