@@ -42,7 +42,7 @@ export: venv
 benchmark: venv
 	$(BIN)/python -m mono_depth_ros.benchmark --threads 2
 	ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-43} $(BIN)/python -m mono_depth_ros.ros.node_benchmark --frames 1000 --backend auto
-	$(BIN)/python -m tools.int8_eval
+	$(BIN)/python -m mono_depth_ros.int8_eval
 
 clean:
 	rm -rf build install log outputs demo_output .pytest_cache

@@ -1,10 +1,11 @@
 """INT8 vs FP32 (ONNX Runtime, CPU): AbsRel delta on validation frames and speed, one table.
 
-    python -m tools.int8_eval [--onnx models/default/model.onnx] \
+    python -m mono_depth_ros.int8_eval [--onnx models/default/model.onnx] \
         [--list ../shared/kitti/index.tsv] [--calibration ''|INDEX.tsv|DIR] [--threads 2]
 
-Validation frames: every frame of ``--list`` with ground truth (``training.data`` loaders), minus
-the calibration frames and minus any frame of the 28 Eigen test drives; scored with
+Validation frames: every frame of ``--list`` with ground truth (``kitti_index``, the runtime's
+reader of index.tsv files), minus the calibration frames and minus any frame of the 28 Eigen test
+drives; scored with
 ``mono_depth_ros.metrics`` (Garg crop, median-scaled and metric AbsRel), grouped by drive. The
 INT8 model is the one ``precision: int8`` runs (``backends.ort_quant``, built into the cache on
 first use). Speed: inference of the two sessions timed alternately, frame by frame, in this
@@ -19,6 +20,7 @@ import hashlib
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,30 +32,48 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+@dataclass
+class Sample:
+    """One validation frame: its index row, RGB image and ground truth (metres, 0 = none)."""
+
+    frame: object  # kitti_index.IndexFrame
+    rgb: np.ndarray
+    depth: np.ndarray
+
+
 def validation_samples(list_path: str, exclude: set[str], limit: int = 0):
     """(samples, skipped) of ``list_path``: frames with ground truth, not calibration frames
     (``exclude``: sha256 of their image files, so a copy elsewhere is recognised too), not of an
     Eigen test drive (the built-in list plus the test-scene list next to an index.tsv)."""
-    from mono_depth_ros.calibration import EIGEN_TEST_DRIVES, TEST_SCENES_REL
-    from mono_depth_ros.kitti import read_test_scenes
-    from training import data as D
+    from .calibration import EIGEN_TEST_DRIVES, TEST_SCENES_REL
+    from .kitti import read_rgb, read_test_scenes
+    from .kitti_index import ground_truth, read_index
 
-    frames = D.load_frames(list_path)
+    frames = read_index(list_path)
     scenes_file = Path(list_path).parent / TEST_SCENES_REL
     scenes = set(EIGEN_TEST_DRIVES)
     if scenes_file.is_file():
         scenes |= read_test_scenes(scenes_file)
-    keep = [f for f in frames if f.gt_kinds() and f.drive not in scenes
+
+    def has_gt(f) -> bool:
+        gts = (f.gt_png, f.velodyne, f.velodyne_raw_png, f.disparity_png)
+        return any(p is not None for p in gts)
+
+    keep = [f for f in frames if has_gt(f) and f.drive not in scenes
             and "not_for_training" not in f.rgb.parts and _digest(f.rgb) not in exclude]
     if limit:
         keep = keep[:: max(1, len(keep) // limit)][:limit]
-    return [D.load_sample(f) for f in keep], len(frames) - len(keep)
+    samples = []
+    for f in keep:
+        rgb = read_rgb(f.rgb)
+        samples.append(Sample(f, rgb, ground_truth(f, *rgb.shape[:2])[0]))
+    return samples, len(frames) - len(keep)
 
 
 def score(backends: dict, samples) -> dict[str, list[dict]]:
     """Per backend and sample: drive, median-scaled and metric AbsRel of the fine depth."""
-    from mono_depth_ros.config import EvalConfig
-    from mono_depth_ros.metrics import score_frame
+    from .config import EvalConfig
+    from .metrics import score_frame
 
     out: dict[str, list[dict]] = {k: [] for k in backends}
     for s in samples:
@@ -136,7 +156,7 @@ def report(scores: dict[str, list[dict]], speed: dict[str, dict],
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tools.int8_eval",
+    ap = argparse.ArgumentParser(prog="python -m mono_depth_ros.int8_eval",
                                  description=__doc__.splitlines()[0])
     ap.add_argument("--onnx", default="models/default/model.onnx")
     ap.add_argument("--list", default="../shared/kitti/index.tsv", help="validation frames")
@@ -150,11 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default="", help="also write the summary here")
     args = ap.parse_args(argv)
 
-    from mono_depth_ros.backends.factory import create_backend
-    from mono_depth_ros.calibration import CalibrationError, calibration_frames
-    from mono_depth_ros.config import BackendConfig
-    from mono_depth_ros.kitti import KittiFormatError
-    from mono_depth_ros.model_io import ModelLoadError
+    from .backends.factory import create_backend
+    from .calibration import CalibrationError, calibration_frames
+    from .config import BackendConfig
+    from .kitti import KittiFormatError
+    from .model_io import ModelLoadError
 
     try:
         common = dict(backend="onnxruntime", device="cpu", onnx=args.onnx, threads=args.threads,
