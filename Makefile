@@ -42,9 +42,11 @@ evaluate: venv
 export: venv
 	$(BIN)/python -m training.export --checkpoint models/default/model.pt --out models/default
 
+# The speed figures of README "Measured figures" and docs/runtime.md (issue 12), one command each.
 benchmark: venv
-	$(BIN)/python -m mono_depth_ros.benchmark --threads 1
-	ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-43} $(BIN)/python -m mono_depth_ros.ros.node_benchmark --frames 1000 --bare-frames 200 --backend auto
+	$(BIN)/python -m mono_depth_ros.benchmark --threads 2
+	ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-43} $(BIN)/python -m mono_depth_ros.ros.node_benchmark --frames 1000 --backend auto
+	$(BIN)/python -m mono_depth_ros.int8_eval
 
 clean:
 	rm -rf build install log outputs demo_output .pytest_cache

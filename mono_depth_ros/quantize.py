@@ -20,8 +20,9 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m mono_depth_ros.quantize",
                                  description=__doc__.splitlines()[0])
-    ap.add_argument("--onnx", default="", help="ONNX model from training.export (default: the "
-                    "model the backend factory resolves for the shipped checkpoint)")
+    ap.add_argument("--onnx", default="", help="ONNX model, as written by python -m "
+                    "training.export (default: the model the backend factory resolves for the "
+                    "shipped checkpoint)")
     ap.add_argument("--calibration", default="", help="calibration frames: index.tsv, image "
                     "folder, or empty for the KITTI sample frames (as the backend's parameter)")
     ap.add_argument("--cache-dir", default="", help="cache root, as engine_cache_dir (default: "

@@ -151,7 +151,10 @@ def test_predict_cli_runs_onnxruntime_like_torch(tmp_path, monkeypatch, cache_di
                             "--backend", name, "--format", "npy"]) == 0
     a = np.load(next((tmp_path / "onnxruntime").glob("*.npy")))
     b = np.load(next((tmp_path / "torch").glob("*.npy")))
-    assert np.max(np.abs(np.log(a) - np.log(b))) <= 1e-4
+    # --backend torch runs on the GPU where there is one, with TF32 convolutions (measured on an
+    # H200: 1.2e-3); on CPU both are fp32 and agree to 1e-4
+    tol = 3e-3 if _torch_cuda() else 1e-4
+    assert np.max(np.abs(np.log(a) - np.log(b))) <= tol
 
 
 # ---------------------------------------------------------------------------------------------

@@ -116,3 +116,26 @@ def test_int8_model_is_cached_and_a_miss_without_build_is_one_line(backends, int
     with pytest.raises(ModelLoadError, match="python -m mono_depth_ros.quantize") as exc:
         create_backend(BackendConfig(engine_cache_dir=str(tmp_path), **common))
     assert "\n" not in str(exc.value)
+
+
+def test_int8_eval_leaves_out_calibration_frames_by_content(tmp_path):
+    """The validation frames of int8_eval: rows with ground truth, minus the calibration frames
+    (recognised by their bytes, wherever the copy lies), with ground truth at image size."""
+    from mono_depth_ros.int8_eval import _digest, report, validation_samples
+
+    index = REPO / "data" / "kitti_sample" / "index.tsv"
+    calib_copy = tmp_path / "copy.png"
+    shutil.copy(all_frames()[0].image, calib_copy)  # drive 0001 frame 5, elsewhere
+    everything, _ = validation_samples(str(index), set())
+    samples, skipped = validation_samples(str(index), {_digest(calib_copy)})
+    ids = [s.frame.frame_id for s in samples]
+    assert len(samples) == len(everything) - 1 and skipped >= 1
+    assert not any(i.endswith("0001_sync/0000000005") for i in ids)
+    assert all(s.depth.shape == s.rgb.shape[:2] and (s.depth > 0).any() for s in samples)
+    rows = [{"frame": i, "drive": "d", "abs_rel": 0.1, "metric_abs_rel": 0.2} for i in ids]
+    worse = [dict(r, abs_rel=0.107) for r in rows]
+    speed = {k: {"infer_p50_ms": 1.0, "inference_p50_ms": 1.0, "inference_p99_ms": 1.0}
+             for k in ("fp32", "int8")}
+    text, summary = report({"fp32": rows, "int8": worse}, speed, skipped)
+    assert summary["delta_abs_rel_per_frame_mean"] == pytest.approx(0.007)
+    assert not summary["recommended"] and "NOT met" in text

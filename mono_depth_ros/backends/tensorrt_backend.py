@@ -21,13 +21,15 @@ from .trt_build import build_engine_bytes, engine_key, import_tensorrt
 log = logging.getLogger("mono_depth_ros.backends")
 
 
-def _calibration_images(source: str = "") -> list[np.ndarray]:
-    """KITTI frames for INT8 calibration when an engine is built at run time: the selection
-    ``calibration.calibration_frames`` makes for onnxruntime int8 too."""
-    from ..calibration import CalibrationError, calibration_frames, calibration_images
+def _calibration_images(source: str = "") -> tuple[list[np.ndarray], str]:
+    """(KITTI frames, calibration set id) for INT8 calibration when an engine is built at run
+    time: the selection ``calibration.calibration_frames`` makes for onnxruntime int8 too."""
+    from ..calibration import (CalibrationError, calibration_frames, calibration_id,
+                               calibration_images)
 
     try:
-        return calibration_images(calibration_frames(source))
+        frames = calibration_frames(source)
+        return calibration_images(frames), calibration_id(frames)
     except (CalibrationError, FileNotFoundError) as exc:
         raise BackendUnavailable(f"int8 engine build needs calibration frames ({exc}); build it "
                                  "offline with 'python -m training.build_engine --calib-images "
@@ -54,9 +56,11 @@ class TensorRTBackend(DepthBackend):
 
         def build() -> bytes:
             log.info("building TensorRT %s engine for %s (minutes on first run)", precision, path)
-            images = _calibration_images(calibration) if precision == "int8" else None
+            images, cal_id = _calibration_images(calibration) if precision == "int8" \
+                else (None, "")
+            # the calibration table depends on the frames too: one per (model, frame set)
             return build_engine_bytes(path, precision, images,
-                                      cache.dir / f"{key.onnx_sha256[:16]}_int8.calib")
+                                      cache.dir / f"{key.onnx_sha256[:16]}_int8_cal{cal_id}.calib")
 
         data, built = cache.get_or_build(key, build, allow_build)
         self.engine_path = cache.path_for(key)

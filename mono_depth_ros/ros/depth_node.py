@@ -31,6 +31,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from ..config import (BackendConfig, ConfigError, DepthNodeConfig, ScaleConfig, check_value,
                       from_dict)
+from ..timing import StageTimes
 from .conversions import (ImageFormatError, bgr_image, camera_matrix, check_camera_info,
                           depth_to_image, depth_to_image_mm, image_to_rgb, points_to_cloud,
                           scale_camera_info)
@@ -161,6 +162,8 @@ class DepthNode(Node):
         self.stats_lock = threading.Lock()
         self.frames_in = self.frames_out = self.rejected = self.failed = 0
         self.latencies: deque[float] = deque(maxlen=1000)
+        self.stages = StageTimes()  # per-stage seconds of recent frames (diagnostics)
+        self.stage_totals: dict[str, float] = {}  # cumulative seconds per stage (benchmarks)
         self._last_diag = (time.monotonic(), 0, 0)
         self._last_error = -math.inf
         self._suppressed = 0
@@ -211,8 +214,9 @@ class DepthNode(Node):
             if item is None:
                 continue
             msg, t_recv = item
+            times = {"wait": time.monotonic() - t_recv}  # in the slot, behind the previous frame
             try:
-                self._process(msg)
+                self._process(msg, times)
             except ImageFormatError as exc:
                 with self.stats_lock:
                     self.rejected += 1
@@ -229,23 +233,31 @@ class DepthNode(Node):
             with self.stats_lock:
                 self.frames_out += 1
                 self.latencies.append(time.monotonic() - t_recv)
+                self.stages.update(times)
+                for k, v in times.items():
+                    self.stage_totals[k] = self.stage_totals.get(k, 0.0) + v
 
-    def _process(self, msg: Image) -> None:
-        """Infer one frame and publish every output someone needs."""
+    def _process(self, msg: Image, times: dict[str, float]) -> None:
+        """Infer one frame and publish every output someone needs; stage seconds go to
+        ``times`` (decode, preprocess, inference, postprocess, publish)."""
         cfg = self.cfg
+        t0 = time.perf_counter()
         rgb = image_to_rgb(msg, cfg.max_pixels)
+        t1 = time.perf_counter()
         if not msg.header.frame_id and not self._warned_no_frame:
             self._warned_no_frame = True
             self.get_logger().warning("images have an empty header.frame_id; depth keeps it "
                                       "empty (set the optical frame in the camera driver)")
         size = (cfg.output_height, cfg.output_width) if cfg.output_width else rgb.shape[:2]
         result = self.backend.infer(rgb, size)
+        t2 = time.perf_counter()
         info = self._matching_info(size, msg.header)
         K = camera_matrix(info) if info is not None else None
         scale, scaler = 1.0, self.scaler  # one read: a parameter change may replace it
         if scaler is not None and K is not None:
             scale = float(scaler.update(result.fine, K))
-        fine = self._mask(result.fine * scale, cfg)
+        fine = self._mask(result.fine, cfg, scale)  # in place: infer's result is ours
+        t3 = time.perf_counter()
         if self._stopping.is_set():
             return
         self.pub_depth.publish(depth_to_image(fine, msg.header))
@@ -253,8 +265,8 @@ class DepthNode(Node):
             self.pub_info.publish(info)
         if self.pub_mm is not None:
             self.pub_mm.publish(depth_to_image_mm(fine, msg.header))
-        if self.pub_coarse.get_subscription_count():
-            self.pub_coarse.publish(depth_to_image(self._mask(result.coarse * scale, cfg),
+        if self.pub_coarse.get_subscription_count():  # coarse is resized only when read
+            self.pub_coarse.publish(depth_to_image(self._mask(result.coarse, cfg, scale),
                                                    msg.header))
         if self.pub_color.get_subscription_count():
             from ..colorize import colorize
@@ -268,11 +280,22 @@ class DepthNode(Node):
             pts = backproject(fine, K)[::s, ::s]
             pts[~np.isfinite(fine[::s, ::s])] = np.nan
             self.pub_points.publish(points_to_cloud(pts, msg.header, rgb_at(rgb, size)[::s, ::s]))
+        t4 = time.perf_counter()
+        bt = self.backend.last_timing
+        times.update(decode=t1 - t0, preprocess=bt.get("preprocess", 0.0),
+                     inference=bt.get("inference", 0.0),
+                     postprocess=bt.get("postprocess", 0.0) + (t3 - t2), publish=t4 - t3)
 
     @staticmethod
-    def _mask(depth: np.ndarray, cfg: DepthNodeConfig) -> np.ndarray:
-        """float32 depth with NaN outside [min_depth, max_depth] and where not finite (REP 118)."""
+    def _mask(depth: np.ndarray, cfg: DepthNodeConfig, scale: float = 1.0) -> np.ndarray:
+        """``depth`` x ``scale`` as float32, NaN outside [min_depth, max_depth] and where not
+        finite (REP 118). Works in place on a float32 array; skips the per-pixel mask when the
+        whole image is inside the range (min/max are NaN-aware: a NaN fails the check)."""
         d = np.asarray(depth, dtype=np.float32)
+        if scale != 1.0:
+            np.multiply(d, np.float32(scale), out=d)
+        if d.size and cfg.min_depth <= d.min() and d.max() <= cfg.max_depth:
+            return d
         d[~((d >= cfg.min_depth) & (d <= cfg.max_depth))] = np.nan
         return d
 
@@ -311,6 +334,8 @@ class DepthNode(Node):
             n_in, n_out, rejected, failed = (self.frames_in, self.frames_out, self.rejected,
                                              self.failed)
             lat = np.array(self.latencies, dtype=np.float64)
+            stages = self.stages.summary()
+            totals = dict(self.stage_totals)
         t0, in0, out0 = self._last_diag
         self._last_diag = (now, n_in, n_out)
         dt = max(now - t0, 1e-6)
@@ -331,6 +356,12 @@ class DepthNode(Node):
                   "scale": getattr(self.scaler, "scale", None) or 1.0,
                   "scale_fit_rate": getattr(self.scaler, "fit_rate", 0.0),
                   "scale_rejection": getattr(self.scaler, "last_reason", "")}
+        # per stage: p50 over the recent frames, and the running total (difference two
+        # snapshots to get a run's mean, as node_benchmark does)
+        for name, st in stages.items():
+            values[f"stage_{name}_p50_ms"] = st["p50_ms"]
+        for name, total in totals.items():
+            values[f"stage_{name}_total_ms"] = 1000.0 * total
         status.values = [KeyValue(key=k, value=f"{v:.6g}" if isinstance(v, float) else str(v))
                          for k, v in values.items()]
         msg = DiagnosticArray(status=[status])

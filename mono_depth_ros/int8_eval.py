@@ -1,10 +1,11 @@
 """INT8 vs FP32 (ONNX Runtime, CPU): AbsRel delta on validation frames and speed, one table.
 
-    python -m tools.int8_eval [--onnx models/default/model.onnx] \
-        [--list ../shared/kitti/index.tsv] [--calibration ../shared/kitti/index.tsv] [--threads 2]
+    python -m mono_depth_ros.int8_eval [--onnx models/default/model.onnx] \
+        [--list ../shared/kitti/index.tsv] [--calibration ''|INDEX.tsv|DIR] [--threads 2]
 
-Validation frames: every frame of ``--list`` with ground truth (``training.data`` loaders), minus
-the calibration frames and minus any frame of the 28 Eigen test drives; scored with
+Validation frames: every frame of ``--list`` with ground truth (``kitti_index``, the runtime's
+reader of index.tsv files), minus the calibration frames and minus any frame of the 28 Eigen test
+drives; scored with
 ``mono_depth_ros.metrics`` (Garg crop, median-scaled and metric AbsRel), grouped by drive. The
 INT8 model is the one ``precision: int8`` runs (``backends.ort_quant``, built into the cache on
 first use). Speed: inference of the two sessions timed alternately, frame by frame, in this
@@ -15,9 +16,11 @@ recommended only if the mean AbsRel delta is <= 0.005.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,27 +28,52 @@ import numpy as np
 POLICY_MAX_DELTA = 0.005
 
 
-def validation_samples(list_path: str, exclude: set[Path], limit: int = 0):
-    """(samples, skipped) of ``list_path``: frames with ground truth, not calibration frames, not
-    of an Eigen test drive (the test-scene list next to an index.tsv is honoured)."""
-    from mono_depth_ros.calibration import TEST_SCENES_REL
-    from mono_depth_ros.kitti import read_test_scenes
-    from training import data as D
+def _digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
-    frames = D.load_frames(list_path)
+
+@dataclass
+class Sample:
+    """One validation frame: its index row, RGB image and ground truth (metres, 0 = none)."""
+
+    frame: object  # kitti_index.IndexFrame
+    rgb: np.ndarray
+    depth: np.ndarray
+
+
+def validation_samples(list_path: str, exclude: set[str], limit: int = 0):
+    """(samples, skipped) of ``list_path``: frames with ground truth, not calibration frames
+    (``exclude``: sha256 of their image files, so a copy elsewhere is recognised too), not of an
+    Eigen test drive (the built-in list plus the test-scene list next to an index.tsv)."""
+    from .calibration import EIGEN_TEST_DRIVES, TEST_SCENES_REL
+    from .kitti import read_rgb, read_test_scenes
+    from .kitti_index import ground_truth, read_index
+
+    frames = read_index(list_path)
     scenes_file = Path(list_path).parent / TEST_SCENES_REL
-    scenes = read_test_scenes(scenes_file) if scenes_file.is_file() else set()
-    keep = [f for f in frames if f.gt_kinds() and f.drive not in scenes
-            and "not_for_training" not in f.rgb.parts and f.rgb.resolve() not in exclude]
+    scenes = set(EIGEN_TEST_DRIVES)
+    if scenes_file.is_file():
+        scenes |= read_test_scenes(scenes_file)
+
+    def has_gt(f) -> bool:
+        gts = (f.gt_png, f.velodyne, f.velodyne_raw_png, f.disparity_png)
+        return any(p is not None for p in gts)
+
+    keep = [f for f in frames if has_gt(f) and f.drive not in scenes
+            and "not_for_training" not in f.rgb.parts and _digest(f.rgb) not in exclude]
     if limit:
         keep = keep[:: max(1, len(keep) // limit)][:limit]
-    return [D.load_sample(f) for f in keep], len(frames) - len(keep)
+    samples = []
+    for f in keep:
+        rgb = read_rgb(f.rgb)
+        samples.append(Sample(f, rgb, ground_truth(f, *rgb.shape[:2])[0]))
+    return samples, len(frames) - len(keep)
 
 
 def score(backends: dict, samples) -> dict[str, list[dict]]:
     """Per backend and sample: drive, median-scaled and metric AbsRel of the fine depth."""
-    from mono_depth_ros.config import EvalConfig
-    from mono_depth_ros.metrics import score_frame
+    from .config import EvalConfig
+    from .metrics import score_frame
 
     out: dict[str, list[dict]] = {k: [] for k in backends}
     for s in samples:
@@ -128,12 +156,13 @@ def report(scores: dict[str, list[dict]], speed: dict[str, dict],
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tools.int8_eval",
+    ap = argparse.ArgumentParser(prog="python -m mono_depth_ros.int8_eval",
                                  description=__doc__.splitlines()[0])
     ap.add_argument("--onnx", default="models/default/model.onnx")
     ap.add_argument("--list", default="../shared/kitti/index.tsv", help="validation frames")
-    ap.add_argument("--calibration", default="../shared/kitti/index.tsv",
-                    help="calibration source as the backend's 'calibration' parameter")
+    ap.add_argument("--calibration", default="", help="calibration source, as the backend's "
+                    "'calibration' parameter (default: the KITTI sample frames, which "
+                    "'precision: int8' uses unless told otherwise)")
     ap.add_argument("--cache-dir", default="", help="cache root (as engine_cache_dir)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=0, help="at most this many validation frames")
@@ -141,18 +170,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default="", help="also write the summary here")
     args = ap.parse_args(argv)
 
-    from mono_depth_ros.backends.factory import create_backend
-    from mono_depth_ros.calibration import CalibrationError, calibration_frames
-    from mono_depth_ros.config import BackendConfig
-    from mono_depth_ros.kitti import KittiFormatError
-    from mono_depth_ros.model_io import ModelLoadError
+    from .backends.factory import create_backend
+    from .calibration import CalibrationError, calibration_frames
+    from .config import BackendConfig
+    from .kitti import KittiFormatError
+    from .model_io import ModelLoadError
 
     try:
         common = dict(backend="onnxruntime", device="cpu", onnx=args.onnx, threads=args.threads,
                       engine_cache_dir=args.cache_dir, calibration=args.calibration)
         backends = {"fp32": create_backend(BackendConfig(precision="fp32", **common)),
                     "int8": create_backend(BackendConfig(precision="int8", **common))}
-        calib = {p.resolve() for p in calibration_frames(args.calibration)}
+        calib = {_digest(p) for p in calibration_frames(args.calibration)}
         samples, skipped = validation_samples(args.list, calib, args.limit)
         if not samples:
             raise KittiFormatError(f"{args.list}: no validation frames with ground truth")
