@@ -216,7 +216,10 @@ class _Binomial3(nn.Module):
                              persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), self.kernel)
+        # edge replication by concatenation (plain Slice/Concat in ONNX, no Pad op for TensorRT)
+        x = torch.cat([x[..., :1, :], x, x[..., -1:, :]], dim=-2)
+        x = torch.cat([x[..., :1], x, x[..., -1:]], dim=-1)
+        return F.conv2d(x, self.kernel)
 
 
 class DepthCascade(nn.Module):
