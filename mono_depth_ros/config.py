@@ -196,9 +196,12 @@ def add_arguments(parser: argparse.ArgumentParser, cls, *, prefix: str = "",
             parser.add_argument(flag, dest=prefix + f.name, action=argparse.BooleanOptionalAction,
                                 default=None, help=help_)
         else:
-            parser.add_argument(flag, dest=prefix + f.name, default=None,
-                                choices=f.metadata.get("choices"), help=help_,
-                                type=str if typing.get_origin(typ) in (list, tuple) else None)
+            choices = f.metadata.get("choices")
+            kind = str if typing.get_origin(typ) in (list, tuple) else None
+            if choices and typ in (int, float):  # "--model-fine-scale 1" must match choice 1
+                kind = typ
+            parser.add_argument(flag, dest=prefix + f.name, default=None, choices=choices,
+                                help=help_, type=kind)
 
 
 def from_args(cls: type[T], args: argparse.Namespace, base: T | None = None, *,
