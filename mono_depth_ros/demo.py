@@ -47,7 +47,8 @@ def panels(out: Path, backend) -> tuple[list[dict], list[np.ndarray]]:
             res = backend.infer(rgb)
             velo = drive / "velodyne_points" / "data" / f"{png.stem}.bin"
             items = [("image", rgb), ("coarse", colorize(res.coarse)), ("fine", colorize(res.fine))]
-            row = {"frame": f"{drive.name[17:21]}/{int(png.stem)}"}
+            row = {"frame": f"{drive.name[17:21]}/{int(png.stem)}",
+                   "id": f"{drive.parent.name}/{drive.name}/{png.stem}"}
             if velo.is_file():
                 gt = project_points(read_velodyne(velo), calib.velo_to_image, rgb.shape[1],
                                     rgb.shape[0])
@@ -58,6 +59,17 @@ def panels(out: Path, backend) -> tuple[list[dict], list[np.ndarray]]:
             rows.append(row)
             strip.append(np.vstack([rgb, colorize(res.fine)]))
     return rows, strip
+
+
+def trained_on(model: str | None) -> set[str]:
+    """Frame ids the model's checkpoint says it trained on (empty where it does not say)."""
+    from .model_io import ModelLoadError, default_model_path, load_checkpoint
+
+    try:
+        meta = load_checkpoint(model or default_model_path()).get("meta", {}) or {}
+    except ModelLoadError:
+        return set()
+    return set(meta.get("train_frames", []))
 
 
 def write_strip_and_gif(out: Path, frames: list[np.ndarray]) -> tuple[Path, Path]:
@@ -162,12 +174,15 @@ def main(argv: list[str] | None = None) -> int:
     print("[demo] 5/5 depth strip + GIF", flush=True)
     strip_path, gif_path = write_strip_and_gif(out, strip)
 
-    print("\nper-frame (default model, median-scaled abs_rel / metric abs_rel; drive 0001 is the "
-          "model's held-out validation drive, 0005/137 one of its 16 training frames):")
+    seen = trained_on(args.model)
+    print("\nper-frame (median-scaled abs_rel / metric abs_rel; 'trained on' = a frame the model "
+          "saw in training, so its score shows fit, not generalisation: the model card has the "
+          "test-drive figures):")
     for r in rows:
         if "abs_rel" in r:
             print(f"  {r['frame']:>10}  {r['abs_rel']:.4f} / {r['metric_abs_rel']:.4f}  "
-                  f"({r['valid_pixels']} LiDAR pixels)")
+                  f"({r['valid_pixels']} LiDAR pixels)"
+                  + ("  trained on" if r["id"] in seen else ""))
         else:
             print(f"  {r['frame']:>10}  no LiDAR scan")
     if live is not None:
