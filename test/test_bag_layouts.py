@@ -387,7 +387,7 @@ def test_player_plays_another_layout_under_the_graph_names(bags):
         assert player.wait_for_subscribers()
         player.play_once()
         end = time.monotonic() + 10
-        while len(got["image"]) < 3 and time.monotonic() < end:
+        while (len(got["image"]) < 3 or len(got["info"]) < 3) and time.monotonic() < end:
             time.sleep(0.05)
         assert len(got["image"]) == 3 and len(got["info"]) == 3
         assert got["image"][0].encoding == "bgr8"

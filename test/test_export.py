@@ -64,9 +64,14 @@ def test_graph_is_tensorrt_friendly(exported):
     modes = {next(a.s for a in n.attribute if a.name == "mode") for n in resize}
     assert modes <= {b"nearest", b"linear"}
     check_model_proto(proto)  # the same rules export enforces
-    # Static shapes are folded: no shape tensors, every Resize gets constant sizes.
-    assert not ops & {"Shape", "Slice", "Gather"}
+    # Static shapes are folded: no shape tensors, every Resize gets constant sizes; the only
+    # Slices (edge rows and columns of the output filter) take constant starts and ends.
+    assert not ops & {"Shape", "Gather"}
     constants = {n.output[0] for n in proto.graph.node if n.op_type == "Constant"}
+    constants |= {i.name for i in proto.graph.initializer}
+    for n in proto.graph.node:
+        if n.op_type == "Slice":
+            assert all(i in constants for i in n.input[1:] if i), n.name
     assert all(n.input[3] in constants for n in resize)
 
 
