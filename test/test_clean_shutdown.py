@@ -38,6 +38,9 @@ DOMAIN_ID = 74
 CYCLES = {"depth_node": 8, "kitti_eval_node": 7, "kitti_bag_player": 6, "mono_depth_bringup": 2}
 EARLIEST = 0.4       # s after Popen: the interpreter must be up (~0.2 s here; docs/runtime.md)
 STOP_WITHIN = 2.0    # s from the signal to the exit
+# mono_depth_bringup forwards the signal and then waits for its children, each held to 2 s: its
+# own exit comes after theirs (measured up to 2.04 s with the CPU burner and the suite beside it)
+STOP_WITHIN_PARENT = 2.5
 WALL_LIMIT = 60.0    # s for the whole test
 DEPTH = "/stop_test/depth"
 
@@ -258,7 +261,8 @@ def test_every_node_stops_cleanly_under_load(bag, tmp_path):
     print(f"{len(results)} stop cycles in {wall:.1f} s; exit statuses seen: {statuses}; feeder "
           f"exit {feeder_rc}")
     bad = [r for r in results if r["rc"] != 0 or r["traceback"] or not r.get("report", True)
-           or r["stop_s"] > STOP_WITHIN]
+           or r["stop_s"] > (STOP_WITHIN_PARENT if r["exe"] == "mono_depth_bringup"
+                             else STOP_WITHIN)]
     detail = "\n".join(f"{r['exe']} #{r['cycle']} ({r['signal']} after {r['delay']} s, "
                        f"{r['phase']}): exit {r['rc']} in {r['stop_s']} s\n"
                        + Path(r["log"]).read_text(errors="replace")[-1500:] for r in bad[:4])

@@ -214,7 +214,12 @@ class Bringup:
                 print(f"[bringup] {s.name} did not stop; killing it", flush=True)
                 p.kill()
                 p.wait()
-            if p.returncode not in (0, None):
+            if p.returncode == -sig:
+                # still starting (before its interpreter could install the stop handlers) when
+                # the forwarded signal came: it stopped as asked, which is what stopping wants
+                print(f"[bringup] {s.name} stopped by {signal.Signals(sig).name} while starting",
+                      flush=True)
+            elif p.returncode not in (0, None):
                 print(f"[bringup] {s.name} exited with {p.returncode}", flush=True)
                 rc = max(rc, 1 if p.returncode < 0 else p.returncode)
         self.tmp.cleanup()
