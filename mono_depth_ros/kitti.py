@@ -117,11 +117,14 @@ def read_object_calib(path: str | Path) -> CameraCalib:
     return CameraCalib(P, R0 @ Tr)
 
 
-def read_stereo_baseline(cam_to_cam: str | Path) -> tuple[float, float]:
-    """(fx, baseline in metres) between image_02 and image_03, for disparity -> depth."""
+def read_stereo_baseline(cam_to_cam: str | Path,
+                         keys: tuple[str, str] = ("P_rect_02", "P_rect_03")
+                         ) -> tuple[float, float]:
+    """(fx, baseline in metres) between image_02 and image_03, for disparity -> depth; ``keys``
+    name the two projection matrices (``("P2", "P3")`` in an object-benchmark calib file)."""
     c2c = read_calib_file(cam_to_cam)
-    P2 = _matrix(c2c, "P_rect_02", (3, 4), cam_to_cam)
-    P3 = _matrix(c2c, "P_rect_03", (3, 4), cam_to_cam)
+    P2 = _matrix(c2c, keys[0], (3, 4), cam_to_cam)
+    P3 = _matrix(c2c, keys[1], (3, 4), cam_to_cam)
     fx = P2[0, 0]
     return fx, (P2[0, 3] - P3[0, 3]) / fx
 

@@ -16,7 +16,6 @@ training from its ``last.pt``. Writes ``crossval.json``, ``crossval.md`` and ``c
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 import time
@@ -27,7 +26,7 @@ import numpy as np
 
 from mono_depth_ros.config import ConfigError
 from mono_depth_ros.kitti import KittiFormatError
-from mono_depth_ros.model_io import ModelLoadError, atomic_write_bytes, atomic_write_text
+from mono_depth_ros.model_io import ModelLoadError, atomic_write_text
 
 from . import data as D
 from .options import build_parser, parse
@@ -69,13 +68,10 @@ def _summaries(scores: dict) -> dict[str, dict[str, float]]:
     return {name: mean_scores(sc) for name, sc in scores.items()}
 
 
-def score_model(model_path: Path, samples: list[D.Sample], row_medians) -> dict:
+def score_model(backend, samples: list[D.Sample], row_medians) -> dict:
     """Coarse, fine, baseline and shuffled scores (means) and fine AbsRel per frame."""
-    from mono_depth_ros.predict import make_backend
-
     from .evaluate import evaluate_frames
 
-    backend = make_backend("torch", str(model_path))
     scores = evaluate_frames(backend, samples, row_medians, progress=False)
     return {"summary": _summaries(scores),
             "per_frame": {s.frame.frame_id: {m: scores[m][i].scaled["abs_rel"]
@@ -86,6 +82,8 @@ def score_model(model_path: Path, samples: list[D.Sample], row_medians) -> dict:
 def run_one(cfg, model_cfg, train: list[D.Frame], val: list[D.Frame], test: list[D.Sample],
             out: Path, cache: dict[str, D.Sample]) -> dict:
     """Train one fold/seed (resuming if a ``last.pt`` is there) and score it."""
+    from mono_depth_ros.predict import make_backend
+
     from .train import Trainer
 
     result_path = out / "result.json"
@@ -97,13 +95,14 @@ def run_one(cfg, model_cfg, train: list[D.Frame], val: list[D.Frame], test: list
     trainer = Trainer(run_cfg, model_cfg, frames=(train, []), sample_cache=cache)
     trainer.run()
     val_samples = [cache.get(f.frame_id) or D.load_sample(f) for f in val]
+    backend = make_backend("torch", str(out / "model.pt"))
     result = {"train_groups": sorted({f.group for f in train}),
               "val_frames": [f.frame_id for f in val],
               "train_frames": len(trainer.train_samples),
               "seconds": time.perf_counter() - t0,
-              "val": score_model(out / "model.pt", val_samples, trainer.row_medians)}
+              "val": score_model(backend, val_samples, trainer.row_medians)}
     if test:
-        result["test"] = score_model(out / "model.pt", test, trainer.row_medians)
+        result["test"] = score_model(backend, test, trainer.row_medians)
     atomic_write_text(result_path, json.dumps(result, indent=2))
     (out / "last.pt").unlink(missing_ok=True)  # model.pt stays; last.pt only served resuming
     return result
@@ -158,26 +157,12 @@ def format_report(results: list[dict], keys: list[tuple[int, int]], name: str) -
 
 
 def plot(results: list[dict], keys: list[tuple[int, int]], path: Path) -> None:
-    import matplotlib
+    from .evaluate import write_bar_chart
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(results)), 4))
-    x = np.arange(len(results))
-    w = 0.2
-    for i, m in enumerate(REPORTED):
-        ax.bar(x + i * w, [r["val"]["summary"].get(m, {}).get("abs_rel", np.nan)
-                           for r in results], w, label=m)
-    ax.set_xticks(x + 1.5 * w)
-    ax.set_xticklabels([f"fold {f}\nseed {s}" for f, s in keys])
-    ax.set_ylabel("AbsRel (median-scaled), held-out drives")
-    ax.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    write_bar_chart(path, [f"fold {f}\nseed {s}" for f, s in keys],
+                    {m: [r["val"]["summary"].get(m, {}).get("abs_rel", np.nan) for r in results]
+                     for m in REPORTED},
+                    "AbsRel (median-scaled), held-out drives", inch_per_group=1.1, rotation=0)
 
 
 def main(argv: list[str] | None = None) -> int:

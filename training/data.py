@@ -229,10 +229,8 @@ def stereo_geometry(frame: Frame) -> tuple[float, float] | None:
         if frame.calib_format in ("raw", "stereo"):
             return kitti.read_stereo_baseline(frame.calib[0])
         if frame.calib_format in ("object", "object_misc"):
-            c = kitti.read_calib_file(frame.calib[0])
-            p2, p3 = (np.asarray(c[k], dtype=np.float64).reshape(3, 4) for k in ("P2", "P3"))
-            return float(p2[0, 0]), float((p2[0, 3] - p3[0, 3]) / p2[0, 0])
-    except (KittiFormatError, KeyError, ValueError):
+            return kitti.read_stereo_baseline(frame.calib[0], ("P2", "P3"))
+    except KittiFormatError:
         return None
     return None
 

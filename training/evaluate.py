@@ -89,26 +89,34 @@ def format_table(summary: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def plot_per_frame(frame_ids: list[str], scores: dict[str, list[FrameScore]], path: Path) -> None:
+def write_bar_chart(path: Path, labels: list[str], series: dict[str, list[float]], ylabel: str,
+                    inch_per_group: float = 1.2, rotation: int = 30) -> None:
+    """Grouped bars (one group per label, one bar per series), written atomically as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(frame_ids)), 4))
-    width = 0.8 / len(scores)
-    x = np.arange(len(frame_ids))
-    for i, (name, sc) in enumerate(scores.items()):
-        ax.bar(x + i * width, [s.scaled["abs_rel"] for s in sc], width, label=name)
-    ax.set_xticks(x + width * (len(scores) - 1) / 2)
-    ax.set_xticklabels([f.split("/")[-1] for f in frame_ids], rotation=30, ha="right")
-    ax.set_ylabel("AbsRel (median-scaled)")
+    fig, ax = plt.subplots(figsize=(max(6, inch_per_group * len(labels)), 4))
+    width = 0.8 / len(series)
+    x = np.arange(len(labels))
+    for i, (name, values) in enumerate(series.items()):
+        ax.bar(x + i * width, values, width, label=name)
+    ax.set_xticks(x + width * (len(series) - 1) / 2)
+    ax.set_xticklabels(labels, rotation=rotation, ha="right" if rotation else "center")
+    ax.set_ylabel(ylabel)
     ax.legend()
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_per_frame(frame_ids: list[str], scores: dict[str, list[FrameScore]], path: Path) -> None:
+    write_bar_chart(path, [f.split("/")[-1] for f in frame_ids],
+                    {name: [s.scaled["abs_rel"] for s in sc] for name, sc in scores.items()},
+                    "AbsRel (median-scaled)")
 
 
 def run(argv: list[str] | None = None) -> int:
