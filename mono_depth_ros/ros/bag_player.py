@@ -208,10 +208,11 @@ def main(argv: list[str] | None = None) -> int:
 
     lifecycle.init(["kitti_bag_player", *ros_args])
     node = Node("kitti_bag_player")
-    stop.defer()
     rc = 0
     try:
-        player = BagPlayer(node, args.bag, cfg, stop, topics)
+        # opening and indexing the bag is start-up: a signal meanwhile still exits at once
+        player = lifecycle.build(lambda: BagPlayer(node, args.bag, cfg, stop, topics), stop)
+        stop.defer()
         print(f"kitti_bag_player: playing {args.bag} ({player.total} messages) x{cfg.rate:g}"
               f"{', looping' if cfg.loop else ''}; {player.camera_note}", flush=True)
         player.wait_for_subscribers()
