@@ -113,9 +113,12 @@ def test_augmentation_keeps_geometry():
     assert plain_img.shape == (3, 64, 192) and plain_d.shape == (1, 64, 192)
     zoom_img, zoom_d = D.make_pair(s, 64, 192, np.random.default_rng(1),
                                    D.AugmentConfig(flip=False, color=False, max_zoom=1.5))
-    # replay the zoom the generator drew: crop width round(w / s), applied zoom w / crop width
-    w = s.depth.shape[1]
-    applied = w / round(w / np.random.default_rng(1).uniform(1.0, 1.5))
+    # replay the zoom the generator drew: the canvas image grows from rw to round(rw * s)
+    from mono_depth_ros import camera
+
+    h, w = s.depth.shape
+    base = camera.canvas_map(w, h, camera.KITTI_REFERENCE.resized(192, 64), s.camera)
+    applied = round(base.rw * np.random.default_rng(1).uniform(1.0, 1.5)) / base.rw
     assert applied > 1.05
     vals = np.unique(s.depth[s.depth > 0])
     z = zoom_d[zoom_d > 0] * applied

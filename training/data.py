@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mono_depth_ros import geometry, kitti
+from mono_depth_ros import camera, geometry, kitti
+from mono_depth_ros.camera import Intrinsics
 from mono_depth_ros.kitti import KittiFormatError
 
 log = logging.getLogger(__name__)
@@ -235,6 +236,24 @@ def stereo_geometry(frame: Frame) -> tuple[float, float] | None:
     return None
 
 
+def frame_intrinsics(frame: Frame, width: int, height: int) -> Intrinsics | None:
+    """The frame's camera (rectified P of image_02, or image_03 for right views) from its
+    calibration file; None where the calibration does not say (the canonical camera is assumed).
+    """
+    if not frame.calib:
+        return None
+    right = bool({"image_03", "image_3"} & set(frame.rgb.parts))
+    key = {"raw": f"P_rect_0{3 if right else 2}", "stereo": f"P_rect_0{3 if right else 2}",
+           "object": "P3" if right else "P2", "object_misc": "P3" if right else "P2"
+           }.get(frame.calib_format)
+    if key is None:
+        return None
+    P = kitti.read_calib_file(frame.calib[0]).get(key)
+    if P is None or P.size != 12:
+        return None
+    return Intrinsics.from_matrix(P.reshape(3, 4), width, height)
+
+
 @dataclass
 class Sample:
     frame: Frame
@@ -243,6 +262,7 @@ class Sample:
     gt_kind: str
     rgb_right: np.ndarray | None = None       # image_03 for the stereo loss, same size as rgb
     stereo: tuple[float, float] | None = None  # (fx, baseline) of that pair
+    camera: Intrinsics | None = None          # the image's intrinsics (None: canonical view)
 
 
 def load_sample(frame: Frame, prefer: tuple[str, ...] = GT_KINDS,
@@ -261,36 +281,20 @@ def load_sample(frame: Frame, prefer: tuple[str, ...] = GT_KINDS,
                                        f"{right.shape[0]}, left {rgb.shape[1]}x{rgb.shape[0]}")
         else:
             geom = None
-    return Sample(frame, rgb, depth, kind, right, geom)
+    cam = frame_intrinsics(frame, rgb.shape[1], rgb.shape[0])
+    return Sample(frame, rgb, depth, kind, right, geom, cam)
 
 
 # --------------------------------------------------------------------------------------------
 # Network-size tensors with geometry-respecting augmentation
 # --------------------------------------------------------------------------------------------
 
-def resize_sparse_depth(depth: np.ndarray, height: int, width: int,
-                        box: tuple[float, float, float, float] | None = None) -> np.ndarray:
-    """Resample sparse depth to (height, width) without inventing values: each valid pixel in
-    ``box`` (x0, y0, x1, y1, source pixels) lands on one target pixel; the nearest point wins."""
-    h, w = depth.shape
-    x0, y0, x1, y1 = box or (0.0, 0.0, float(w), float(h))
-    v, u = np.nonzero(depth > 0)
-    z = depth[v, u]
-    tu = np.floor((u + 0.5 - x0) * (width / (x1 - x0))).astype(np.int64)
-    tv = np.floor((v + 0.5 - y0) * (height / (y1 - y0))).astype(np.int64)
-    ok = (tu >= 0) & (tu < width) & (tv >= 0) & (tv < height)
-    tu, tv, z = tu[ok], tv[ok], z[ok]
-    out = np.zeros((height, width), np.float32)
-    order = np.argsort(-z)
-    out[tv[order], tu[order]] = z[order]
-    return out
-
-
 @dataclass
 class AugmentConfig:
     flip: bool = True
     color: bool = True
     max_zoom: float = 1.2   # crops of 1/s of the frame resized up, depth divided by s
+    window_prob: float = 0.0  # share of examples seen through a smaller camera's window
 
 
 def make_pair(sample: Sample, height: int, width: int, rng: np.random.Generator | None = None,
@@ -304,38 +308,67 @@ def make_pair(sample: Sample, height: int, width: int, rng: np.random.Generator 
     return im, d
 
 
+def _camera_window(rng: np.random.Generator, canonical: Intrinsics) -> tuple[int, int, int, int]:
+    """A random smaller camera's view on the canvas (x0, y0, x1, y1): 30-100 % of the width and
+    45-100 % of the height, centred near the principal point as real cameras are."""
+    cw, ch = canonical.width, canonical.height
+    ww = int(round(cw * rng.uniform(0.3, 1.0)))
+    wh = int(round(ch * rng.uniform(0.45, 1.0)))
+    cx = canonical.cx + 0.5 + rng.uniform(-0.15, 0.15) * ww
+    cy = canonical.cy + 0.5 + rng.uniform(-0.15, 0.15) * wh
+    x0 = int(np.clip(round(cx - ww / 2), 0, cw - ww))
+    y0 = int(np.clip(round(cy - wh / 2), 0, ch - wh))
+    return x0, y0, x0 + ww, y0 + wh
+
+
 def make_example(sample: Sample, height: int, width: int, rng: np.random.Generator | None = None,
-                 aug: AugmentConfig | None = None
+                 aug: AugmentConfig | None = None, canonical: Intrinsics | None = None
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, float]:
     """``make_pair`` plus the right image under the same crop and colour change, and the factor
     k with disparity (network pixels) = k / depth; k = 0 where there is no stereo pair or the
-    example is flipped (a flipped left image has no right image to its right)."""
-    import cv2
+    example is flipped (a flipped left image has no right image to its right).
 
+    The frame goes onto the canonical camera's canvas through its own intrinsics
+    (``camera.py``, the same map as at run time), so frames of different cameras train one
+    model. With ``aug.window_prob``, some examples show only a smaller camera's window of the
+    canvas (the rest padding, no labels there), so the network learns narrower cameras' views.
+    """
     img, depth = sample.rgb, sample.depth
     h, w = depth.shape
-    box = (0, 0, w, h)
-    scale = 1.0
+    canonical = canonical or camera.KITTI_REFERENCE.resized(width, height)
+    if (canonical.width, canonical.height) != (width, height):
+        raise ValueError(f"canonical camera is {canonical.width}x{canonical.height}, "
+                         f"network input {width}x{height}")
+    base = camera.canvas_map(w, h, canonical, sample.camera)
+    cmap, scale = base, 1.0
     if rng is not None and aug is not None and aug.max_zoom > 1.0:
-        scale = float(rng.uniform(1.0, aug.max_zoom))
-        cw, ch = int(round(w / scale)), int(round(h / scale))
-        x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-        box = (x0, y0, x0 + cw, y0 + ch)
-        scale = w / cw  # the zoom actually applied
-    x0, y0, x1, y1 = box
+        s = float(rng.uniform(1.0, aug.max_zoom))
+        cmap = base.zoomed(s, rng.uniform(0, width), rng.uniform(0, height))
+        scale = cmap.rw / base.rw  # the zoom actually applied
 
-    def resize(image: np.ndarray) -> np.ndarray:
-        crop = image[y0:y1, x0:x1]
-        interp = cv2.INTER_AREA if crop.shape[1] > width else cv2.INTER_LINEAR
-        return cv2.resize(crop, (width, height), interpolation=interp).astype(np.float32) / 255.0
+    def to_float(image: np.ndarray) -> np.ndarray:
+        return camera.to_canvas(image, cmap).astype(np.float32) / 255.0
 
-    ims = [resize(img)] + ([resize(sample.rgb_right)] if sample.rgb_right is not None else [])
-    d = resize_sparse_depth(depth, height, width, box) / scale
+    ims = [to_float(img)] + ([to_float(sample.rgb_right)] if sample.rgb_right is not None
+                             else [])
+    d = camera.sparse_to_canvas(depth, cmap) / scale
+    pad = np.ones((height, width), bool)
+    x0, y0, x1, y1 = cmap.overlap()
+    pad[y0:y1, x0:x1] = False
+    windowed = False
+    if rng is not None and aug is not None and aug.window_prob > 0 \
+            and rng.random() < aug.window_prob:
+        windowed = True
+        wx0, wy0, wx1, wy1 = _camera_window(rng, canonical)
+        inside = np.zeros_like(pad)
+        inside[wy0:wy1, wx0:wx1] = True
+        pad |= ~inside
+        d = np.where(pad, np.float32(0), d)
     flipped = False
     if rng is not None and aug is not None:
         if aug.flip and rng.random() < 0.5:
             flipped = True
-            ims, d = [im[:, ::-1] for im in ims], d[:, ::-1]
+            ims, d, pad = [im[:, ::-1] for im in ims], d[:, ::-1], pad[:, ::-1]
         if aug.color:
             gain = rng.uniform(0.8, 1.2, size=3).astype(np.float32)  # per-channel colour
             bright = np.float32(rng.uniform(0.8, 1.2))                 # brightness
@@ -348,17 +381,20 @@ def make_example(sample: Sample, height: int, width: int, rng: np.random.Generat
                 im = (im - mean) * contrast + mean
                 out.append(np.clip(im, 0.0, 1.0) ** gamma)
             ims = out
+    if pad.any():  # padding looks exactly as at run time, whatever the jitter did
+        pad_rgb = np.asarray(camera.PAD_RGB, np.float32) / 255.0
+        ims = [np.where(pad[..., None], pad_rgb, im) for im in ims]
 
     def chw(im: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(np.clip(im, 0.0, 1.0).transpose(2, 0, 1), dtype=np.float32)
 
     right = chw(ims[1]) if len(ims) > 1 else None
     k = 0.0
-    if right is not None and sample.stereo is not None and not flipped:
+    if right is not None and sample.stereo is not None and not flipped and not windowed:
         fx, baseline = sample.stereo
-        # disparity in network pixels of the (zoomed) crop; depth was divided by the zoom, so
-        # fx at the full frame's network scale times the baseline gives it from the new depth
-        k = float(fx * width / w * baseline)
+        # disparity in network pixels of the (zoomed) canvas; depth was divided by the zoom, so
+        # fx at the unzoomed canvas scale times the baseline gives it from the new depth
+        k = float(fx * base.rw / w * baseline)
     return chw(ims[0]), np.ascontiguousarray(d[None], dtype=np.float32), right, k
 
 
