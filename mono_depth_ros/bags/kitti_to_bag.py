@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..kitti import CameraCalib, find_raw_calib, read_rgb, read_timestamps, read_velodyne
+from ..kitti import find_raw_calib, read_rgb, read_timestamps, read_velodyne
 from . import topics
 from .pointcloud import XYZI_FIELDS, xyzi_to_cloud_fields
 
@@ -55,6 +55,52 @@ class DriveFrame:
     velodyne: Path | None
     stamp_ns: int
     velo_stamp_ns: int
+
+
+@dataclass(frozen=True)
+class CameraChange:
+    """Another camera made from KITTI's: a centre crop to ``crop`` (w, h), then a resize by
+    ``resize``; camera_info follows (principal point shifted by the crop, K scaled by the
+    resize, P = K' [I | t] keeping P's offset t), so tools can be tried on another camera."""
+
+    crop: tuple[int, int] | None = None
+    resize: float = 1.0
+
+    def _box(self, w: int, h: int) -> tuple[int, int, int, int]:
+        if self.crop is None:
+            return 0, 0, w, h
+        cw, ch = self.crop
+        if not (0 < cw <= w and 0 < ch <= h):
+            raise BagWriteError(f"--crop {cw}x{ch} does not fit in a {w}x{h} image")
+        return (w - cw) // 2, (h - ch) // 2, cw, ch
+
+    def size(self, w: int, h: int) -> tuple[int, int]:
+        _, _, cw, ch = self._box(w, h)
+        return max(1, int(round(cw * self.resize))), max(1, int(round(ch * self.resize)))
+
+    def image(self, rgb: np.ndarray) -> np.ndarray:
+        import cv2
+
+        h, w = rgb.shape[:2]
+        x0, y0, cw, ch = self._box(w, h)
+        out = rgb[y0:y0 + ch, x0:x0 + cw]
+        if self.resize != 1.0:
+            interp = cv2.INTER_AREA if self.resize < 1.0 else cv2.INTER_LINEAR
+            out = cv2.resize(out, self.size(w, h), interpolation=interp)
+        return np.ascontiguousarray(out)
+
+    def projection(self, P: np.ndarray, w: int, h: int) -> np.ndarray:
+        from ..geometry import scale_intrinsics
+
+        P = np.asarray(P, dtype=np.float64).reshape(3, 4)
+        t = np.linalg.solve(P[:, :3], P[:, 3])
+        x0, y0, cw, ch = self._box(w, h)
+        K = P[:, :3].copy()
+        K[0, 2] -= x0
+        K[1, 2] -= y0
+        nw, nh = self.size(w, h)
+        K = scale_intrinsics(K, nw / cw, nh / ch)
+        return np.hstack([K, (K @ t)[:, None]])
 
 
 def rotation_to_quaternion(R: np.ndarray) -> tuple[float, float, float, float]:
@@ -135,12 +181,18 @@ def list_frames(drive_dir: str | Path, frames: list[int] | None = None) -> list[
 
 
 class _Msgs:
-    """rosbags message factories for the kilted type store."""
+    """rosbags message factories: the kilted type store, or noetic's for a ROS 1 bag."""
 
-    def __init__(self):
+    def __init__(self, ros1: bool = False):
         from rosbags.typesys import Stores, get_typestore
 
-        self.ts = get_typestore(Stores.ROS2_KILTED)
+        self.ros1 = ros1
+        self.ts = get_typestore(Stores.ROS1_NOETIC if ros1 else Stores.ROS2_KILTED)
+        if "tf2_msgs/msg/TFMessage" not in self.ts.types:  # the ROS 1 store lacks it
+            from rosbags.typesys import get_types_from_msg
+
+            self.ts.register(get_types_from_msg("geometry_msgs/TransformStamped[] transforms",
+                                                "tf2_msgs/msg/TFMessage"))
         T = self.ts.types
         self.Time = T["builtin_interfaces/msg/Time"]
         self.Header = T["std_msgs/msg/Header"]
@@ -156,8 +208,12 @@ class _Msgs:
         self.Quaternion = T["geometry_msgs/msg/Quaternion"]
 
     def header(self, stamp_ns: int, frame: str):
+        kw = {"seq": 0} if self.ros1 else {}
         return self.Header(stamp=self.Time(sec=int(stamp_ns // 10**9),
-                                           nanosec=int(stamp_ns % 10**9)), frame_id=frame)
+                                           nanosec=int(stamp_ns % 10**9)), frame_id=frame, **kw)
+
+    def serialize(self, msg, typ: str) -> bytes:
+        return self.ts.serialize_ros1(msg, typ) if self.ros1 else self.ts.serialize_cdr(msg, typ)
 
     def image(self, rgb: np.ndarray, stamp_ns: int, frame: str):
         """bgr8, as kitti2bag writes colour frames (cv_bridge of an OpenCV image)."""
@@ -166,14 +222,18 @@ class _Msgs:
                           encoding="bgr8", is_bigendian=0, step=w * 3,
                           data=np.ascontiguousarray(rgb[:, :, ::-1], dtype=np.uint8).reshape(-1))
 
-    def camera_info(self, calib: CameraCalib, R_rect: np.ndarray, width: int, height: int,
+    def camera_info(self, P: np.ndarray, R_rect: np.ndarray, width: int, height: int,
                     stamp_ns: int, frame: str):
+        """K = P[:3, :3], D = 0, R = R_rect_00: the rectified image's camera (ROS 1: K D R P)."""
+        arrays = {"d": np.zeros(5), "k": P[:, :3].reshape(-1).astype(np.float64),
+                  "r": np.asarray(R_rect, dtype=np.float64).reshape(-1),
+                  "p": P.reshape(-1).astype(np.float64)}
+        if self.ros1:
+            arrays = {k.upper(): v for k, v in arrays.items()}
         return self.CameraInfo(
             header=self.header(stamp_ns, frame), height=height, width=width,
-            distortion_model="plumb_bob", d=np.zeros(5), k=calib.K.reshape(-1).astype(np.float64),
-            r=np.asarray(R_rect, dtype=np.float64).reshape(-1),
-            p=calib.P_rect.reshape(-1).astype(np.float64), binning_x=0, binning_y=0,
-            roi=self.Roi(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
+            distortion_model="plumb_bob", binning_x=0, binning_y=0,
+            roi=self.Roi(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False), **arrays)
 
     def cloud(self, scan: np.ndarray, stamp_ns: int, frame: str):
         data, step, n = xyzi_to_cloud_fields(scan)
@@ -198,14 +258,27 @@ class _Msgs:
         return self.TFMessage(transforms=out)
 
 
+def _writer(out_bag: Path, ros1: bool):
+    if ros1:
+        from rosbags.rosbag1 import Writer as Writer1
+
+        return Writer1(out_bag)
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    return Writer(out_bag, version=9, storage_plugin=StoragePlugin.MCAP)
+
+
 def convert(drive_dir: str | Path | list, out_bag: str | Path, frames: list[int] | None = None,
-            velo_stamps: bool = False, progress: bool = True) -> dict:
+            velo_stamps: bool = False, progress: bool = True,
+            camera: CameraChange | None = None, ros1: bool = False) -> dict:
     """Write the bag; returns a summary (frames, scans, first/last stamp, path).
 
     ``drive_dir`` may be a list of drives (of one date): their frames go into one bag in stamp
-    order, e.g. the in-repo sample's drives 0001 and 0005 for the demo.
+    order, e.g. the in-repo sample's drives 0001 and 0005 for the demo. ``camera`` turns KITTI's
+    camera into another one (crop / resize); ``ros1`` writes a ROS 1 ``.bag`` file instead of a
+    ROS 2 MCAP folder (same topics and frames).
     """
-    from rosbags.rosbag2 import StoragePlugin, Writer
+    camera = camera or CameraChange()
 
     from ..kitti import read_calib_file
 
@@ -221,7 +294,7 @@ def convert(drive_dir: str | Path | list, out_bag: str | Path, frames: list[int]
         R_rect = c2c.get("R_rect_00", np.eye(3).reshape(-1)).reshape(3, 3)
         jobs += [(f, calib, R_rect) for f in list_frames(d, frames)]
     jobs.sort(key=lambda j: j[0].stamp_ns)
-    m = _Msgs()
+    m = _Msgs(ros1)
     out_bag.parent.mkdir(parents=True, exist_ok=True)
     n_scans = 0
     iterator = jobs
@@ -229,7 +302,7 @@ def convert(drive_dir: str | Path | list, out_bag: str | Path, frames: list[int]
         from tqdm import tqdm
 
         iterator = tqdm(jobs, desc=f"kitti_to_bag {out_bag.name}", unit="frame")
-    with Writer(out_bag, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+    with _writer(out_bag, ros1) as writer:
         def conn(topic, typ):
             return writer.add_connection(topic, typ, typestore=m.ts)
 
@@ -239,7 +312,7 @@ def convert(drive_dir: str | Path | list, out_bag: str | Path, frames: list[int]
         c_tf = conn(topics.TF_STATIC_TOPIC, "tf2_msgs/msg/TFMessage")
 
         def write(c, msg, typ, stamp_ns):
-            writer.write(c, stamp_ns, m.ts.serialize_cdr(msg, typ))
+            writer.write(c, stamp_ns, m.serialize(msg, typ))
 
         first = min(min(f.stamp_ns, f.velo_stamp_ns if velo_stamps else f.stamp_ns)
                     for f, _, _ in jobs) - 2000
@@ -258,7 +331,10 @@ def convert(drive_dir: str | Path | list, out_bag: str | Path, frames: list[int]
                                     f"{calib.image_size[0]}x{calib.image_size[1]}")
             # camera_info is logged 1 us before its image (same header stamp), so a player
             # delivers it first and a depth node has the matching info when the image arrives
-            write(c_info, m.camera_info(calib, R_rect, w, h, f.stamp_ns, topics.CAMERA_FRAME),
+            P = camera.projection(calib.P_rect, w, h)
+            rgb = camera.image(rgb)
+            h, w = rgb.shape[:2]
+            write(c_info, m.camera_info(P, R_rect, w, h, f.stamp_ns, topics.CAMERA_FRAME),
                   "sensor_msgs/msg/CameraInfo", f.stamp_ns - 1000)
             write(c_img, m.image(rgb, f.stamp_ns, topics.CAMERA_FRAME), "sensor_msgs/msg/Image",
                   f.stamp_ns)
@@ -298,11 +374,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", nargs="+", help="frame indices: 5 50 100, or 0-20,40")
     ap.add_argument("--velo-stamps", action="store_true",
                     help="stamp scans with velodyne_points/timestamps.txt instead of the camera's")
+    ap.add_argument("--crop", metavar="WxH", help="another camera: centre crop of W x H pixels "
+                    "(camera_info's principal point shifted to match)")
+    ap.add_argument("--resize", type=float, default=1.0, metavar="F",
+                    help="another camera: resize by F after any crop (camera_info K scaled)")
+    ap.add_argument("--ros1", action="store_true",
+                    help="write a ROS 1 .bag file (OUT_BAG is the file) instead of a ROS 2 bag")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     try:
+        crop = None
+        if args.crop:
+            try:
+                cw, ch = (int(v) for v in args.crop.lower().split("x"))
+            except ValueError:
+                raise BagWriteError(f"--crop {args.crop}: expected WxH, e.g. 620x188") from None
+            crop = (cw, ch)
+        if not 0.05 <= args.resize <= 4.0:
+            raise BagWriteError(f"--resize {args.resize}: expected a factor in [0.05, 4]")
         summary = convert(args.drive_dir, args.out_bag, _parse_frames(args.frames),
-                          velo_stamps=args.velo_stamps, progress=not args.no_progress)
+                          velo_stamps=args.velo_stamps, progress=not args.no_progress,
+                          camera=CameraChange(crop, args.resize), ros1=args.ros1)
     except ValueError as exc:  # includes KittiFormatError and bad --frames
         print(f"kitti_to_bag: error: {exc}", file=sys.stderr)
         return 2
