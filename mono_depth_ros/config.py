@@ -60,6 +60,8 @@ class ModelConfig:
     min_depth: float = opt(1.0, "smallest depth the network can output, metres", range=(0.01, 10.0))
     max_depth: float = opt(100.0, "largest depth the network can output, metres",
                            range=(10.0, 1000.0))
+    confidence: bool = opt(True, "fine net also predicts a per-pixel confidence (Laplace "
+                           "log-scale head on detached features: P(|log error| < log 1.25))")
 
     def validate(self) -> "ModelConfig":
         if self.height % 32 or self.width % 32:
@@ -328,6 +330,10 @@ class DepthNodeConfig:
                            "invalid)", range=(0.0, 1000.0))
     max_depth: float = opt(1000.0, "depth above this (metres) is published as NaN (REP 118 "
                            "invalid)", range=(0.01, 100000.0))
+    min_confidence: float = opt(0.0, "depth pixels whose confidence (the model's probability "
+                                "that the depth is within 25 %) is below this are published "
+                                "as NaN; 0 = off. Needs a model with the confidence head",
+                                range=(0.0, 1.0))
     publish_depth_mm: bool = opt(False, "also publish depth/mm: 16UC1 millimetres, 0 = invalid "
                                  "(for consumers that only read the OpenNI format)",
                                  read_only=True)

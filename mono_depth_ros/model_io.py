@@ -19,7 +19,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 # Settings that checkpoints written before these options existed were trained with.
-LEGACY_MODEL_CONFIG = {"upsample": "nearest", "fine_scale": 1, "output_smoothing": False}
+LEGACY_MODEL_CONFIG = {"upsample": "nearest", "fine_scale": 1, "output_smoothing": False,
+                       "confidence": False}
 
 
 class ModelLoadError(RuntimeError):

@@ -7,7 +7,9 @@
   at 1/4): strided layers on RGB, then the coarse log depth is concatenated as an extra feature map
   (as in Eigen's paper), then a few 3x3 convolutions that predict a residual to the coarse log
   depth. Its output is enlarged bilinearly to the input size (no transposed convolutions, so no
-  checkerboard patterns).
+  checkerboard patterns). With ``confidence`` on, a small head beside it predicts log b, the
+  Laplace scale of the fine log-depth error, from detached features (it never changes the depth);
+  ``confidence_from_log_b`` turns b into P(|log(pred/gt)| < log 1.25), the delta < 1.25 test.
 
 Both take an RGB image in [0, 1]; ImageNet normalisation happens inside the graph so that every
 backend (PyTorch, ONNX Runtime, TensorRT) shares one preprocessing.
@@ -25,6 +27,10 @@ from .config import ModelConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Laplace scale b of the fine log-depth error: the head starts at b = 0.2 and stays in this range.
+LOG_B_INIT = math.log(0.2)
+LOG_B_RANGE = (math.log(0.01), math.log(5.0))
+DELTA1_LOG = math.log(1.25)
 
 # EfficientNet-Lite0 stages: (repeats, kernel, stride, expand, in, out). No squeeze-excite, ReLU6.
 _LITE0_STAGES = (
@@ -198,12 +204,26 @@ class FineNet(nn.Module):
         self.out = nn.Conv2d(c, 1, 3, padding=1)
         nn.init.zeros_(self.out.weight)  # starts as the identity: fine == coarse before training
         nn.init.zeros_(self.out.bias)
+        self.confidence = None
+        if cfg.confidence:  # log b from detached (body features, fine log depth)
+            self.confidence = nn.Sequential(nn.Conv2d(c + 1, 16, 3, padding=1),
+                                            nn.ReLU(inplace=True), nn.Conv2d(16, 1, 3, padding=1))
+            nn.init.zeros_(self.confidence[2].weight)  # b = 0.2 everywhere before training
+            nn.init.constant_(self.confidence[2].bias, LOG_B_INIT)
 
-    def forward(self, image: torch.Tensor, coarse_log: torch.Tensor) -> torch.Tensor:
-        """``coarse_log`` is at this net's working size (input size / ``scale``)."""
+    def forward(self, image: torch.Tensor, coarse_log: torch.Tensor, with_scale: bool = False):
+        """``coarse_log`` is at this net's working size (input size / ``scale``). Returns the
+        fine log depth, or with ``with_scale`` (fine log depth, log b or None without a head).
+        log b sees only detached tensors: its loss cannot reach the depth layers."""
         x = torch.cat([self.rgb(self.normalize(image)), coarse_log - self.log_mid], dim=1)
-        residual = self.out(self.body(x))
-        return torch.clamp(coarse_log + residual, self.log_min, self.log_max)
+        feats = self.body(x)
+        fine = torch.clamp(coarse_log + self.out(feats), self.log_min, self.log_max)
+        if not with_scale:
+            return fine
+        if self.confidence is None:
+            return fine, None
+        log_b = self.confidence(torch.cat([feats.detach(), fine.detach() - self.log_mid], dim=1))
+        return fine, torch.clamp(log_b, *LOG_B_RANGE)
 
 
 class _Binomial3(nn.Module):
@@ -222,8 +242,17 @@ class _Binomial3(nn.Module):
         return F.conv2d(x, self.kernel)
 
 
+def confidence_from_log_b(log_b: torch.Tensor) -> torch.Tensor:
+    """P(|log(pred/gt)| < log 1.25) under a Laplace(0, b) log-depth error: 1 - exp(-log1.25/b).
+
+    Written with Exp/Mul/Sub only (no Neg), so the exported graph keeps TensorRT's op set."""
+    inv_b = torch.exp(log_b * -1.0)
+    return 1.0 - torch.exp(inv_b * -DELTA1_LOG)
+
+
 class DepthCascade(nn.Module):
-    """Coarse then fine. ``forward`` returns (fine, coarse) depth in metres at input resolution."""
+    """Coarse then fine. ``forward`` returns (fine, coarse) depth in metres at input resolution;
+    ``predict`` adds the confidence (None without a head)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -237,12 +266,32 @@ class DepthCascade(nn.Module):
         s = self.cfg.fine_scale
         return _resize(coarse, (image.shape[-2] // s, image.shape[-1] // s))
 
+    @property
+    def has_confidence(self) -> bool:
+        return self.fine.confidence is not None
+
+    def forward_log_scale(self, image: torch.Tensor):
+        """(fine log depth, coarse log depth, log b or None), each Bx1xHxW at the input
+        resolution; log b is smoothed and enlarged like the fine log depth."""
+        coarse = self.coarse(image)
+        fine, log_b = self.fine(image, self.fine_input(image, coarse), with_scale=True)
+        size = image.shape[-2:]
+        if log_b is not None:
+            log_b = _resize(self.smooth(log_b), size)
+        return _resize(self.smooth(fine), size), _resize(self.smooth(coarse), size), log_b
+
     def forward_log(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(fine log depth, coarse log depth), both Bx1xHxW at the input resolution."""
         coarse = self.coarse(image)
         fine = self.fine(image, self.fine_input(image, coarse))
         size = image.shape[-2:]
         return _resize(self.smooth(fine), size), _resize(self.smooth(coarse), size)
+
+    def predict(self, image: torch.Tensor):
+        """(fine depth m, coarse depth m, confidence in [0, 1] or None) at input resolution."""
+        fine_log, coarse_log, log_b = self.forward_log_scale(image)
+        conf = confidence_from_log_b(log_b) if log_b is not None else None
+        return torch.exp(fine_log), torch.exp(coarse_log), conf
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         fine_log, coarse_log = self.forward_log(image)

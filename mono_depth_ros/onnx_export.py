@@ -20,8 +20,9 @@ from .model_io import ModelLoadError, atomic_write_bytes, load_checkpoint, model
 OPSET = 17
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("depth", "coarse_depth")
+CONFIDENCE_NAME = "confidence"  # third output of models with a confidence head
 PACKAGE_VERSION = "0.1.0"
-EXPORT_REVISION = 2  # bump when the exported graph changes; names cached exports
+EXPORT_REVISION = 3  # bump when the exported graph changes; names cached exports
 
 # Every op the exported graph may contain; all are in TensorRT 10's ONNX operator support list
 # (onnx-tensorrt docs/operators.md). test_export checks the graph against it so an architecture
@@ -71,7 +72,10 @@ def build_metadata(ckpt: dict[str, Any], ckpt_sha: str, height: int, width: int)
         "input_range": "float32 RGB in [0, 1]",
         "normalization": json.dumps({"in_graph": True, "kind": "imagenet",
                                      "mean": IMAGENET_MEAN, "std": IMAGENET_STD}),
-        "outputs": "depth (fine, metres, 1x1xHxW); coarse_depth (metres, 1x1xHxW)",
+        "outputs": "depth (fine, metres, 1x1xHxW); coarse_depth (metres, 1x1xHxW)"
+                   + ("; confidence (P(|log(depth/gt)| < log 1.25), 0..1, 1x1xHxW)"
+                      if _has_confidence(ckpt) else ""),
+        "confidence": "true" if _has_confidence(ckpt) else "false",
         "model_version": str(version),
         "model_stage": str(ckpt.get("stage", "")),
         "model_config": json.dumps(ckpt.get("model_config", {}), sort_keys=True, default=str),
@@ -83,8 +87,37 @@ def build_metadata(ckpt: dict[str, Any], ckpt_sha: str, height: int, width: int)
     }
 
 
+def _has_confidence(ckpt: dict[str, Any]) -> bool:
+    """Whether a checkpoint's model has the confidence head (old checkpoints: no)."""
+    from .model_io import LEGACY_MODEL_CONFIG
+
+    return bool({**LEGACY_MODEL_CONFIG, **(ckpt.get("model_config") or {})}["confidence"])
+
+
+def output_names(model) -> tuple[str, ...]:
+    """Graph outputs of ``model``: depth, coarse_depth (+ confidence when it has the head)."""
+    return OUTPUT_NAMES + ((CONFIDENCE_NAME,) if model.has_confidence else ())
+
+
+def _export_graph(model):
+    """The module torch.onnx traces: ``model.predict`` without the None of a head-less model."""
+    import torch
+
+    class _Graph(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, image):
+            fine, coarse, conf = self.model.predict(image)
+            return (fine, coarse) if conf is None else (fine, coarse, conf)
+
+    return _Graph().eval()
+
+
 def export_model_bytes(model, height: int, width: int, metadata: dict[str, str]) -> bytes:
-    """Export ``model`` (DepthCascade, eval) at a static input size; returns checked ONNX bytes."""
+    """Export ``model`` (DepthCascade, eval) at a static input size; returns checked ONNX bytes.
+    Outputs: ``output_names(model)``."""
     import onnx
     import torch
 
@@ -94,9 +127,9 @@ def export_model_bytes(model, height: int, width: int, metadata: dict[str, str])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # legacy-exporter deprecation and tracer notices
         # dynamo=False: the TorchScript exporter needs no onnxscript and gives a plain static graph.
-        torch.onnx.export(model.eval(), (torch.zeros(1, 3, height, width),), buf, dynamo=False,
-                          opset_version=OPSET, input_names=[INPUT_NAME],
-                          output_names=list(OUTPUT_NAMES), do_constant_folding=True)
+        torch.onnx.export(_export_graph(model.eval()), (torch.zeros(1, 3, height, width),), buf,
+                          dynamo=False, opset_version=OPSET, input_names=[INPUT_NAME],
+                          output_names=list(output_names(model)), do_constant_folding=True)
     proto = fold_static_shapes(onnx.load_from_string(buf.getvalue()))
     for k, v in metadata.items():
         entry = proto.metadata_props.add()
@@ -220,7 +253,8 @@ def export_checkpoint(checkpoint: str | Path | None, out: str | Path, height: in
 
 def parity_log_diff(checkpoint: str | Path | None, onnx_path: str | Path,
                     images: list[np.ndarray]) -> float:
-    """Max |log depth (ONNX Runtime) - log depth (PyTorch)| over ``images``, both outputs."""
+    """Max |log depth (ONNX Runtime) - log depth (PyTorch)| over ``images``, both depth outputs
+    (and |confidence difference| when the model has one)."""
     import onnxruntime as ort
     import torch
 
@@ -234,14 +268,17 @@ def parity_log_diff(checkpoint: str | Path | None, onnx_path: str | Path,
     for rgb in images:
         x = to_network_input(rgb, int(shape[2]), int(shape[3]))
         with torch.inference_mode():
-            ref = [t.numpy() for t in model(torch.from_numpy(x))]
-        got = sess.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
-        for a, b in zip(ref, got):
+            ref = [t.numpy() for t in model.predict(torch.from_numpy(x)) if t is not None]
+        got = sess.run(list(output_names(model)), {INPUT_NAME: x})
+        for a, b in zip(ref[:2], got[:2]):
             worst = max(worst, float(np.max(np.abs(np.log(a) - np.log(b)))))
+        if len(got) > 2:
+            worst = max(worst, float(np.max(np.abs(ref[2] - got[2]))))
     return worst
 
 
 __all__ = ["ExportError", "ModelLoadError", "export_checkpoint", "export_model_bytes",
+           "output_names", "CONFIDENCE_NAME",
            "read_metadata", "sha256_file", "parity_log_diff", "check_model_proto"]
 
 
@@ -265,8 +302,11 @@ def onnx_model_config(path: str | Path):
     dims = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim]
     if len(dims) != 4 or dims[0] != 1 or dims[1] != 3 or min(dims) <= 0:
         raise ModelLoadError(f"{path}: input '{INPUT_NAME}' must be static 1x3xHxW, got {dims}")
+    # confidence follows the graph: files exported before the head have two outputs
+    has_conf = any(o.name == CONFIDENCE_NAME for o in proto.graph.output)
     try:
         cfg = from_dict(ModelConfig, json.loads(meta.get("model_config", "{}")))
-        return dataclasses.replace(cfg, height=dims[2], width=dims[3]).validate(), meta
+        return dataclasses.replace(cfg, height=dims[2], width=dims[3],
+                                   confidence=has_conf).validate(), meta
     except (ConfigError, ValueError) as exc:
         raise ModelLoadError(f"{path}: bad model_config metadata: {exc}") from None

@@ -50,6 +50,24 @@ def make_backend(name: str, model: str | None, threads: int = 0):
     return create_backend(cfg)
 
 
+def image_camera(args, rgb: np.ndarray):
+    """The images' intrinsics from --fx/--fy/--cx/--cy (principal point: the image centre by
+    default); None without --fx (said once: metres then assume the model's own camera)."""
+    from .camera import Intrinsics
+
+    h, w = rgb.shape[:2]
+    if args.fx is None:
+        if not getattr(args, "_said", False):
+            args._said = True
+            logging.getLogger("mono_depth_predict").info(
+                "no --fx: taking the images to show the model's own camera's view (KITTI's "
+                "focal length at their width); give --fx for metres on another camera")
+        return None
+    return Intrinsics(args.fx, args.fy if args.fy is not None else args.fx,
+                      args.cx if args.cx is not None else (w - 1) / 2,
+                      args.cy if args.cy is not None else (h - 1) / 2, w, h).validate()
+
+
 def write_output(path: Path, depth: np.ndarray, fmt: str, color_range=(1.0, 80.0)) -> Path:
     from .colorize import colorize, write_rgb
     from .kitti import write_depth_png
@@ -81,7 +99,19 @@ def run(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=("auto", "tensorrt", "onnxruntime", "torch"),
                         default="auto")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = library default)")
+    parser.add_argument("--fx", type=float, default=None,
+                        help="focal length in pixels of the given images at their own size; the "
+                             "images are brought to the model's camera so that metres stay "
+                             "metres (default: the images are taken to show the model's own "
+                             "camera's view, KITTI's)")
+    parser.add_argument("--fy", type=float, default=None, help="focal length y (default: --fx)")
+    parser.add_argument("--cx", type=float, default=None,
+                        help="principal point x in pixels (default: the image centre)")
+    parser.add_argument("--cy", type=float, default=None,
+                        help="principal point y in pixels (default: the image centre)")
     args = parser.parse_args(argv)
+    if args.fx is None and any(v is not None for v in (args.fy, args.cx, args.cy)):
+        parser.error("--fy/--cx/--cy need --fx")
 
     from tqdm import tqdm
 
@@ -92,6 +122,7 @@ def run(argv: list[str] | None = None) -> int:
     try:
         images = collect_images(args.images)
         first = read_rgb(images[0])  # a bad image fails before the model is loaded
+        image_camera(args, first)    # and so do bad intrinsics
         backend = make_backend(args.backend, args.model, args.threads)
         out_dir = Path(args.out)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -102,7 +133,7 @@ def run(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             rgb = first if i == 0 else read_rgb(path)
             t1 = time.perf_counter()
-            result = backend.infer(rgb)
+            result = backend.infer(rgb, camera=image_camera(args, rgb))
             depth = result.fine if args.stage == "fine" else result.coarse
             t2 = time.perf_counter()
             write_output(out_dir / path.stem, depth, args.format)

@@ -67,3 +67,25 @@ def to_camera_depth(depth: np.ndarray, height: int, width: int,
     np.log(logd, out=logd)
     out = cv2.resize(logd, (width, height), interpolation=cv2.INTER_LINEAR)
     return np.exp(out, out=out)
+
+
+def to_camera_confidence(conf: np.ndarray, height: int, width: int,
+                         buffers: Buffers | None = None, key: str = "confidence",
+                         cmap=None) -> np.ndarray:
+    """Network confidence (hxw or 1x1xhxw, 0..1) -> float32 HxW at the camera resolution.
+
+    The arguments of ``to_camera_depth``; resampled linearly (a probability, not a depth) and a
+    new array. With a canvas map, image pixels the network did not see get confidence 0."""
+    import cv2
+
+    if cmap is not None and not cmap.is_plain_resize:
+        from dataclasses import replace as _replace
+
+        from . import camera as _camera
+
+        return _camera.from_canvas(conf, _replace(cmap, width=width, height=height), log=False,
+                                   fill=0.0)
+    c = np.asarray(conf, dtype=np.float32).reshape(conf.shape[-2:])
+    if c.shape == (height, width):
+        return c.copy()
+    return cv2.resize(c, (width, height), interpolation=cv2.INTER_LINEAR)

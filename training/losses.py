@@ -1,4 +1,5 @@
-"""Eigen et al. (2014) scale-invariant loss in log space, over valid pixels only."""
+"""Eigen et al. (2014) scale-invariant loss in log space, over valid pixels only; the Laplace
+likelihood that trains the confidence head; the stereo photometric loss."""
 
 from __future__ import annotations
 
@@ -27,6 +28,28 @@ def scale_invariant_loss(pred_log: torch.Tensor, gt: torch.Tensor, lam: float = 
     s2 = (d * d).flatten(1).sum(dim=1)
     per_image = s2 / n - lam * (s1 / n) ** 2
     return per_image[has].mean()
+
+
+def laplace_nll(fine_log: torch.Tensor, log_b: torch.Tensor, gt: torch.Tensor,
+                mask: torch.Tensor | None = None, min_depth: float = 1e-3) -> torch.Tensor:
+    """Laplace negative log-likelihood of the log-depth error, mean over valid pixels:
+    mean(|log gt - fine_log| / b + log b) (the constant log 2 left out).
+
+    Trains the confidence head: ``log_b`` (Bx1xHxW) is its predicted log scale; ``fine_log``
+    should come detached, so only the head learns from this loss. ``mask`` defaults to the
+    pixels with finite ground truth above ``min_depth``; all tensors share one size.
+    """
+    if not (fine_log.shape == log_b.shape == gt.shape):
+        raise ValueError(f"fine {tuple(fine_log.shape)}, log b {tuple(log_b.shape)} and target "
+                         f"{tuple(gt.shape)} differ")
+    valid = torch.isfinite(gt) & (gt > min_depth)
+    if mask is not None:
+        valid = valid & mask.bool()
+    if not bool(valid.any()):
+        raise ValueError("no valid ground-truth pixels in the batch")
+    err = (torch.log(torch.where(valid, gt, torch.ones_like(gt))) - fine_log).abs()
+    nll = err * torch.exp(-log_b) + log_b
+    return torch.where(valid, nll, torch.zeros_like(nll)).sum() / valid.sum()
 
 
 def _ssim_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

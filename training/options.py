@@ -49,6 +49,10 @@ class TrainConfig:
                                "frames with a right image: the right image warped by the "
                                "predicted disparity must match the left one (0 = off)",
                                range=(0.0, 100.0))
+    confidence_weight: float = opt(1.0, "weight of the Laplace log-likelihood that trains the fine "
+                                   "net's confidence head (fine stage, models with "
+                                   "confidence on); it sees detached depth, so it cannot change "
+                                   "the depth", range=(0.0, 100.0))
     gt_preference: list[str] = opt(["png", "lidar", "velodyne_raw", "disparity"],
                                    "ground truth to use where a frame has several, best first")
     val_every: int = opt(10, "validate every N epochs (0 = only at the end)", range=(0, 100000))

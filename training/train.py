@@ -32,7 +32,7 @@ from mono_depth_ros.networks import DepthCascade
 from mono_depth_ros.preprocess import to_camera_depth, to_network_input
 
 from . import data as D
-from .losses import scale_invariant_loss, stereo_photometric_loss
+from .losses import laplace_nll, scale_invariant_loss, stereo_photometric_loss
 from .options import TrainConfig, parse
 
 
@@ -234,7 +234,7 @@ class Trainer:
         bar = tqdm(range(start, epochs), desc=stage, unit="epoch", disable=not self.is_main,
                    initial=start, total=epochs)
         for epoch in bar:
-            t0, losses, images = time.perf_counter(), [], 0
+            t0, losses, images, nlls = time.perf_counter(), [], 0, []
             for image, depth, right, k in self._batches(epoch):
                 if stage == "coarse":
                     pred = torch.nn.functional.interpolate(net(image), size=image.shape[-2:],
@@ -242,15 +242,24 @@ class Trainer:
                 else:
                     with torch.no_grad():
                         coarse = self.model.fine_input(image, self.model.coarse(image))
-                    pred = torch.nn.functional.interpolate(net(image, coarse),
-                                                           size=image.shape[-2:],
+                    pred, log_b = net(image, coarse, with_scale=True)
+                    pred = torch.nn.functional.interpolate(pred, size=image.shape[-2:],
                                                            mode="bilinear", align_corners=False)
                 loss = scale_invariant_loss(pred, depth, self.cfg.lam)
+                head = 0.0  # the confidence head's loss, logged apart from the depth loss
+                if stage == "fine" and log_b is not None:
+                    # the head's likelihood at input size, on the detached depth: the depth
+                    # layers get no gradient from it (always added, so DDP sees every parameter)
+                    log_b = torch.nn.functional.interpolate(log_b, size=image.shape[-2:],
+                                                            mode="bilinear", align_corners=False)
+                    nll = laplace_nll(pred.detach(), log_b, depth)
+                    nlls.append(nll.item())
+                    head = self.cfg.confidence_weight * nll
                 if self.cfg.stereo_weight > 0:
                     loss = loss + self.cfg.stereo_weight * stereo_photometric_loss(
                         pred, image, right, k)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss + head).backward()
                 opt.step()
                 losses.append(loss.item())
                 images += image.shape[0]
@@ -260,6 +269,8 @@ class Trainer:
             row = {"stage": stage, "epoch": epoch + 1, "loss": float(np.mean(losses)),
                    "lr": opt.param_groups[-1]["lr"], "images_per_s": images * self.world / secs,
                    "seconds": secs}
+            if nlls:  # the confidence head's Laplace NLL (trained, not in "loss")
+                row["confidence_nll"] = float(np.mean(nlls))
             last = epoch + 1 == epochs
             if self.is_main and ((self.cfg.val_every and (epoch + 1) % self.cfg.val_every == 0)
                                  or last):

@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 
 from ..config import ModelConfig
-from ..preprocess import Buffers, to_camera_depth, to_network_input
+from ..preprocess import Buffers, to_camera_confidence, to_camera_depth, to_network_input
 
 
 class BackendUnavailable(RuntimeError):
@@ -17,20 +17,38 @@ class BackendUnavailable(RuntimeError):
 
 
 class DepthResult:
-    """Depth at the requested resolution, float32 metres (``fine`` and ``coarse``).
+    """Depth at the requested resolution, float32 metres (``fine`` and ``coarse``), and the
+    fine depth's ``confidence`` (float32 0..1, P(|log(depth/truth)| < log 1.25); None when the
+    model has no confidence head).
 
-    ``coarse`` may be given as a function: it is then resized on first access only, so a caller
-    that never reads it (the depth node without a depth/coarse subscriber) does not pay for it.
+    ``coarse`` and ``confidence`` may be given as functions: they are then resized on first
+    access only, so a caller that never reads them (the depth node without a depth/coarse or
+    depth/confidence subscriber) does not pay for them.
     """
 
-    __slots__ = ("fine", "_coarse", "_make_coarse")
+    __slots__ = ("fine", "_coarse", "_make_coarse", "_confidence", "_make_confidence")
 
-    def __init__(self, fine: np.ndarray, coarse: np.ndarray | Callable[[], np.ndarray]):
+    def __init__(self, fine: np.ndarray, coarse: np.ndarray | Callable[[], np.ndarray],
+                 confidence: np.ndarray | Callable[[], np.ndarray] | None = None):
         self.fine = fine
         if callable(coarse):
             self._coarse, self._make_coarse = None, coarse
         else:
             self._coarse, self._make_coarse = coarse, None
+        if callable(confidence):
+            self._confidence, self._make_confidence = None, confidence
+        else:
+            self._confidence, self._make_confidence = confidence, None
+
+    @property
+    def confidence(self) -> np.ndarray | None:
+        if self._make_confidence is not None:
+            self._confidence, self._make_confidence = self._make_confidence(), None
+        return self._confidence
+
+    @confidence.setter
+    def confidence(self, value: np.ndarray | None) -> None:
+        self._confidence, self._make_confidence = value, None
 
     @property
     def coarse(self) -> np.ndarray:
@@ -62,9 +80,15 @@ class DepthBackend(abc.ABC):
         """(height, width) of the network input."""
         return self.model_config.height, self.model_config.width
 
+    @property
+    def has_confidence(self) -> bool:
+        """Whether results carry a confidence (the model has the confidence head)."""
+        return bool(getattr(self.model_config, "confidence", False))
+
     @abc.abstractmethod
-    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """float32 1x3xhxw in [0, 1] -> (fine, coarse) depth, each 1x1xhxw metres.
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """float32 1x3xhxw in [0, 1] -> (fine, coarse) depth, each 1x1xhxw metres, and the
+        confidence (1x1xhxw, 0..1; None when the model has no confidence head).
 
         The returned arrays may be the backend's own output buffers, valid until the next call.
         """
@@ -77,13 +101,16 @@ class DepthBackend(abc.ABC):
         x = to_network_input(rgb, nh, nw, self._buffers.get("input", (1, 3, nh, nw), np.float32),
                              self._buffers)
         t1 = time.perf_counter()
-        fine, coarse = self._run(x)
+        fine, coarse, conf = self._run(x)
         t2 = time.perf_counter()
         out = to_camera_depth(fine, h, w, self._buffers, "fine")
         coarse_net = np.array(coarse, dtype=np.float32)  # small; _run's buffer is reused next call
+        conf_net = None if conf is None else np.array(conf, dtype=np.float32)
         t3 = time.perf_counter()
         self.last_timing = {"preprocess": t1 - t0, "inference": t2 - t1, "postprocess": t3 - t2}
-        return DepthResult(out, lambda: to_camera_depth(coarse_net, h, w))
+        return DepthResult(out, lambda: to_camera_depth(coarse_net, h, w),
+                           None if conf_net is None
+                           else lambda: to_camera_confidence(conf_net, h, w))
 
     def describe(self) -> str:
         return self.name

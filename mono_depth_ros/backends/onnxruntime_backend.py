@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..model_io import ModelLoadError
-from ..onnx_export import INPUT_NAME, OUTPUT_NAMES, onnx_model_config
+from ..onnx_export import CONFIDENCE_NAME, INPUT_NAME, OUTPUT_NAMES, onnx_model_config
 from .base import BackendUnavailable, DepthBackend
 
 log = logging.getLogger("mono_depth_ros.backends")
@@ -75,6 +75,10 @@ class OnnxRuntimeBackend(DepthBackend):
         self.threads = threads
         self.spinning = spinning
         self.precision = "int8" if self.metadata.get("quantization") else "fp32"
+        # depth, coarse_depth (+ confidence in files exported with the head)
+        names = {o.name for o in self.session.get_outputs()}
+        self.output_names = OUTPUT_NAMES + ((CONFIDENCE_NAME,) if CONFIDENCE_NAME in names
+                                            else ())
         self._binding = self._bind_outputs() if not self.on_gpu else None
 
     @staticmethod
@@ -103,7 +107,7 @@ class OnnxRuntimeBackend(DepthBackend):
         binding = self.session.io_binding()
         shapes = {o.name: tuple(o.shape) for o in self.session.get_outputs()}
         self._outputs = {}
-        for name in OUTPUT_NAMES:
+        for name in self.output_names:
             shape = shapes.get(name)
             if shape is None or not all(isinstance(d, int) and d > 0 for d in shape):
                 return None  # dynamic or missing output: fall back to session.run
@@ -113,17 +117,18 @@ class OnnxRuntimeBackend(DepthBackend):
         self._bound_input = None
         return binding
 
-    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         if self._binding is None:
-            fine, coarse = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
-            return fine, coarse
+            out = self.session.run(list(self.output_names), {INPUT_NAME: x})
+            return out[0], out[1], (out[2] if len(out) > 2 else None)
         if self._bound_input is not x:  # the base class passes the same buffer every frame
             x = np.ascontiguousarray(x, dtype=np.float32)
             self._binding.bind_input(INPUT_NAME, "cpu", 0, np.float32, list(x.shape),
                                      x.ctypes.data)
             self._bound_input = x
         self.session.run_with_iobinding(self._binding)
-        return self._outputs[OUTPUT_NAMES[0]], self._outputs[OUTPUT_NAMES[1]]
+        return (self._outputs[OUTPUT_NAMES[0]], self._outputs[OUTPUT_NAMES[1]],
+                self._outputs.get(CONFIDENCE_NAME))
 
     def describe(self) -> str:
         q = ", int8" if self.precision == "int8" else ""

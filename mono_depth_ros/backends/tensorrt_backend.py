@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from ..model_io import ModelLoadError
-from ..onnx_export import INPUT_NAME, OUTPUT_NAMES, onnx_model_config, sha256_file
+from ..onnx_export import (CONFIDENCE_NAME, INPUT_NAME, OUTPUT_NAMES, onnx_model_config,
+                           sha256_file)
 from .base import BackendUnavailable, DepthBackend
 from .engine_cache import EngineCache
 from .trt_build import build_engine_bytes, engine_key, import_tensorrt
@@ -82,10 +83,15 @@ class TensorRTBackend(DepthBackend):
         missing = {INPUT_NAME, *OUTPUT_NAMES} - set(self.buffers)
         if missing:
             raise ModelLoadError(f"{self.engine_path}: engine lacks tensors {sorted(missing)}")
+        if self.has_confidence and CONFIDENCE_NAME not in self.buffers:
+            raise ModelLoadError(f"{self.engine_path}: engine lacks tensor '{CONFIDENCE_NAME}' "
+                                 "that the ONNX model has")
+        # depth, coarse_depth (+ confidence for models with the head)
+        self.output_names = OUTPUT_NAMES + ((CONFIDENCE_NAME,) if self.has_confidence else ())
         self.precision = precision
         log.info("TensorRT engine %s (%s)", self.engine_path, "built now" if built else "cached")
 
-    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         import torch
 
         with torch.cuda.stream(self.stream):
@@ -93,7 +99,8 @@ class TensorRTBackend(DepthBackend):
             if not self.context.execute_async_v3(self.stream.cuda_stream):
                 raise RuntimeError("TensorRT execute_async_v3 failed")
         self.stream.synchronize()
-        return tuple(self.buffers[n].float().cpu().numpy() for n in OUTPUT_NAMES)  # type: ignore
+        out = [self.buffers[n].float().cpu().numpy() for n in self.output_names]
+        return out[0], out[1], (out[2] if len(out) > 2 else None)
 
     def describe(self) -> str:
         return f"tensorrt ({self.precision}, {self.engine_path.name})"

@@ -28,12 +28,13 @@ class TorchBackend(DepthBackend):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
 
-    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         import torch
 
         with torch.inference_mode():
-            fine, coarse = self.model(torch.from_numpy(x).to(self.device))
-        return fine.cpu().numpy(), coarse.cpu().numpy()
+            fine, coarse, conf = self.model.predict(torch.from_numpy(x).to(self.device))
+        return (fine.cpu().numpy(), coarse.cpu().numpy(),
+                None if conf is None else conf.cpu().numpy())
 
     def describe(self) -> str:
         return f"torch ({self.device})"

@@ -151,6 +151,7 @@ class DepthNode(Node):
         self.pub_depth = self.create_publisher(Image, "depth", qos)
         self.pub_info = self.create_publisher(CameraInfo, "depth/camera_info", qos)
         self.pub_coarse = self.create_publisher(Image, "depth/coarse", qos)
+        self.pub_conf = self.create_publisher(Image, "depth/confidence", qos)
         self.pub_color = self.create_publisher(Image, "depth/color", qos)
         self.pub_points = self.create_publisher(PointCloud2, "depth/points", qos)
         self.pub_mm = (self.create_publisher(Image, "depth/mm", qos)
@@ -167,7 +168,7 @@ class DepthNode(Node):
         self._last_diag = (time.monotonic(), 0, 0)
         self._last_error = -math.inf
         self._suppressed = 0
-        self._warned_no_info = self._warned_no_frame = False
+        self._warned_no_info = self._warned_no_frame = self._warned_no_conf = False
         self._stopping = threading.Event()
         self.worker = threading.Thread(target=self._work, name="depth_worker", daemon=True)
         self.worker.start()
@@ -257,6 +258,7 @@ class DepthNode(Node):
         if scaler is not None and K is not None:
             scale = float(scaler.update(result.fine, K))
         fine = self._mask(result.fine, cfg, scale)  # in place: infer's result is ours
+        conf = self._confidence(result, fine, cfg)  # and NaN where below min_confidence
         t3 = time.perf_counter()
         if self._stopping.is_set():
             return
@@ -265,6 +267,10 @@ class DepthNode(Node):
             self.pub_info.publish(info)
         if self.pub_mm is not None:
             self.pub_mm.publish(depth_to_image_mm(fine, msg.header))
+        if conf is not None and self.pub_conf.get_subscription_count():
+            from .conversions import depth_to_image
+
+            self.pub_conf.publish(depth_to_image(conf, msg.header))  # 32FC1, 0..1
         if self.pub_coarse.get_subscription_count():  # coarse is resized only when read
             self.pub_coarse.publish(depth_to_image(self._mask(result.coarse, cfg, scale),
                                                    msg.header))
@@ -285,6 +291,24 @@ class DepthNode(Node):
         times.update(decode=t1 - t0, preprocess=bt.get("preprocess", 0.0),
                      inference=bt.get("inference", 0.0),
                      postprocess=bt.get("postprocess", 0.0) + (t3 - t2), publish=t4 - t3)
+
+    def _confidence(self, result, fine: np.ndarray, cfg: DepthNodeConfig) -> np.ndarray | None:
+        """The fine depth's confidence (0..1) when someone needs it: a depth/confidence
+        subscriber or min_confidence > 0; pixels of ``fine`` below min_confidence become NaN
+        (in place). None, said once, when the model has no confidence head."""
+        if cfg.min_confidence <= 0 and not self.pub_conf.get_subscription_count():
+            return None  # not even resized: DepthResult.confidence is lazy
+        conf = result.confidence
+        if conf is None:
+            if not self._warned_no_conf:
+                self._warned_no_conf = True
+                self.get_logger().warning(
+                    "this model has no confidence head: depth/confidence is not published and "
+                    "min_confidence has no effect (train with model confidence: true)")
+            return None
+        if cfg.min_confidence > 0:
+            fine[conf < cfg.min_confidence] = np.nan
+        return conf
 
     @staticmethod
     def _mask(depth: np.ndarray, cfg: DepthNodeConfig, scale: float = 1.0) -> np.ndarray:
