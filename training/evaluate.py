@@ -53,7 +53,7 @@ def evaluate_frames(backend, samples: list[D.Sample], row_medians: list[float] |
     fines: list[np.ndarray] = []
     for s in tqdm(samples, desc="evaluate", unit="frame", disable=not progress):
         h, w = s.depth.shape
-        result = backend.infer(s.rgb)
+        result = backend.infer(s.rgb, camera=s.camera)  # the training map, its intrinsics
         fines.append(cv2.resize(result.fine, (160, 48), interpolation=cv2.INTER_AREA))
         preds = {"coarse": result.coarse, "fine": result.fine}
         if row_medians is not None:

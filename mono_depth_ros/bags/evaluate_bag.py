@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..camera import Intrinsics
 from ..config import BackendConfig, ConfigError, EvalNodeConfig, KittiTopicsConfig, \
     add_arguments, from_args, from_dict
 from ..kitti import KittiFormatError
@@ -66,7 +67,13 @@ def evaluate(bag: str | Path, out_dir: str | Path, backend_cfg: BackendConfig | 
     contents = read_eval_frames(bag, topics, eval_cfg.slop, explicit_topics)
     if predict is None:
         backend = backend or make_backend(backend_cfg or BackendConfig())
-        predict = lambda rgb: backend.infer(rgb).fine  # noqa: E731
+
+        def run(f):  # the bag's camera_info intrinsics bring its camera to the model's
+            return backend.infer(f.rgb, camera=Intrinsics.from_matrix(f.K, f.width, f.height)
+                                 ).fine
+    else:
+        def run(f):
+            return predict(f.rgb)
     rec = EvalRecorder(eval_cfg.eval_config(), eval_cfg.distance_bin)
     scored = [f for f in contents.frames if f.points is not None]
     T, geometry = None, "geometry: no frame with a LiDAR scan"
@@ -80,7 +87,7 @@ def evaluate(bag: str | Path, out_dir: str | Path, backend_cfg: BackendConfig | 
 
         it = tqdm(scored, desc="evaluate_bag", unit="frame")
     for f in it:
-        pred = np.asarray(predict(f.rgb), dtype=np.float32)
+        pred = np.asarray(run(f), dtype=np.float32)
         gt = lidar_depth(f.points, f.K, T, f.width, f.height)
         rec.add(f.stamp_ns, pred, gt, label=f"{f.stamp_ns * 1e-9:.3f}")
     extra = {"bag": str(bag), "images": len(contents.frames),
