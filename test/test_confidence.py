@@ -312,3 +312,42 @@ def test_fine_stage_trains_the_head_and_leaves_the_depth_alone(tmp_path):
     trained, untrained = nll("w1"), nll("w0")
     assert len(trained) == 6 and trained[0] == pytest.approx(untrained[0], abs=1e-6)
     assert all(a < b - 0.02 for a, b in zip(trained[2:], untrained[2:])), (trained, untrained)
+
+
+# --- evaluation --------------------------------------------------------------------------------
+
+def test_evaluate_reports_sparsification_for_checkpoint_and_onnx(head_files, tmp_path, capsys):
+    """training.evaluate on the sample frames: the same AUSE from the checkpoint (torch) and its
+    ONNX export (onnxruntime); the curves start at the frames' fine AbsRel; a PNG is written."""
+    import json
+
+    from training import evaluate
+
+    ckpt, onnx_path = head_files
+    runs = {}
+    for name, extra in (("torch", []), ("ort", ["--backend", "onnxruntime",
+                                                "--onnx", str(onnx_path)])):
+        out = tmp_path / name
+        assert evaluate.run(["--checkpoint", str(ckpt), "--list", str(SAMPLE / "index.tsv"),
+                             "--out", str(out), "--no-panels", *extra]) == 0
+        assert "sparsification (metric AbsRel" in capsys.readouterr().out
+        runs[name] = json.loads((out / "summary.json").read_text())
+        assert (out / "sparsification.png").stat().st_size > 1000
+    sp = runs["torch"]["sparsification"]
+    for kind, key in (("metric", "metric_abs_rel"), ("median_scaled", "abs_rel")):
+        fine = runs["torch"]["summary"]["fine"][key]
+        assert sp[kind]["abs_rel"][0] == pytest.approx(fine, rel=1e-6)
+        assert all(o <= a + 1e-12 for o, a in zip(sp[kind]["oracle_abs_rel"], sp[kind]["abs_rel"]))
+        assert sp[kind]["ause"] == pytest.approx(runs["ort"]["sparsification"][kind]["ause"],
+                                                 abs=1e-3)
+
+
+def test_evaluate_says_when_the_model_has_no_confidence(tmp_path, capsys):
+    from training import evaluate
+
+    _save(_head_model(confidence=False), tmp_path / "old.pt", drop=("confidence",))
+    assert evaluate.run(["--checkpoint", str(tmp_path / "old.pt"), "--list",
+                         str(SAMPLE / "index.tsv"), "--out", str(tmp_path / "e"),
+                         "--no-panels", "--drives", "2011_09_26_drive_0001"]) == 0
+    assert "no confidence output" in capsys.readouterr().out
+    assert not (tmp_path / "e" / "sparsification.png").exists()

@@ -5,7 +5,9 @@
 
 Garg crop, ground truth in (1e-3, 80) m, predictions clamped, metrics per image then averaged;
 both median-scaled and metric (no scaling). Writes ``per_frame.csv``, ``summary.json``,
-``abs_rel_per_frame.png`` and one colourised panel per frame (image | coarse | fine | GT).
+``abs_rel_per_frame.png`` and one colourised panel per frame (image | coarse | fine | GT). For a
+model with a confidence head also the sparsification of the fine AbsRel (drop the least confident
+pixels first) against the oracle, its AUSE (``summary.json``) and ``sparsification.png``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ import numpy as np
 from mono_depth_ros.colorize import colorize, colorize_sparse, stack_panels, write_rgb
 from mono_depth_ros.config import ConfigError, EvalConfig
 from mono_depth_ros.kitti import KittiFormatError
-from mono_depth_ros.metrics import METRIC_NAMES, FrameScore, mean_scores, score_frame
+from mono_depth_ros.metrics import (METRIC_NAMES, FrameScore, Sparsification, abs_rel_errors,
+                                    mean_scores, mean_sparsification, score_frame,
+                                    sparsification)
 from mono_depth_ros.model_io import ModelLoadError, atomic_write_bytes, atomic_write_text
 
 from . import data as D
@@ -41,10 +45,14 @@ def shuffled_partner(groups: list[str]) -> list[int]:
 
 def evaluate_frames(backend, samples: list[D.Sample], row_medians: list[float] | None,
                     cfg: EvalConfig | None = None, panel_dir: Path | None = None,
-                    progress: bool = True) -> dict[str, list[FrameScore]]:
+                    progress: bool = True,
+                    sparsified: dict[str, list[Sparsification]] | None = None
+                    ) -> dict[str, list[FrameScore]]:
     """Score every sample for coarse, fine, (given row medians) the baseline, and ``shuffled``:
     each frame scored with another frame's fine prediction. A network that looks at the image
-    must lose clearly when shuffled; the image-blind baseline would not lose at all."""
+    must lose clearly when shuffled; the image-blind baseline would not lose at all.
+    ``sparsified`` (given, and the model has a confidence) collects each frame's sparsification
+    of the fine AbsRel, under "metric" and "median_scaled"."""
     import cv2
     from tqdm import tqdm
 
@@ -60,6 +68,11 @@ def evaluate_frames(backend, samples: list[D.Sample], row_medians: list[float] |
             preds["baseline"] = D.baseline_depth(row_medians, h, w)
         for name, pred in preds.items():
             scores[name].append(score_frame(pred, s.depth, cfg))
+        if sparsified is not None and result.confidence is not None:
+            for kind, scaled in (("metric", False), ("median_scaled", True)):
+                err, mask = abs_rel_errors(result.fine, s.depth, cfg, scaled)
+                sparsified.setdefault(kind, []).append(
+                    sparsification(err, result.confidence[mask]))
         if panel_dir is not None:
             lo, hi = 1.0, cfg.max_depth
             panels = [(s.frame.frame_id, s.rgb),
@@ -119,6 +132,48 @@ def plot_per_frame(frame_ids: list[str], scores: dict[str, list[FrameScore]], pa
                     "AbsRel (median-scaled)")
 
 
+def sparsification_report(sparsified: dict[str, list[Sparsification]],
+                          path: Path) -> dict[str, dict]:
+    """Frame-averaged sparsification curves (drop the least confident pixels first) against
+    the oracle (largest errors first), their AUSE, and a PNG of both curves per kind."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    report = {}
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (kind, items), colour in zip(sparsified.items(), ("tab:blue", "tab:orange")):
+        m = mean_sparsification(items)
+        report[kind] = {"ause": m.ause, "fractions": m.fractions.tolist(),
+                        "abs_rel": m.curve.tolist(), "oracle_abs_rel": m.oracle.tolist(),
+                        "monotonic": bool(np.all(np.diff(m.curve) <= 0)), "frames": len(items)}
+        ax.plot(m.fractions, m.curve, "o-", color=colour, ms=3,
+                label=f"{kind}: by confidence (AUSE {m.ause:.4f})")
+        ax.plot(m.fractions, m.oracle, "--", color=colour, label=f"{kind}: oracle")
+    ax.set_xlabel("fraction of pixels removed (least confident first)")
+    ax.set_ylabel("AbsRel of the remaining pixels")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return report
+
+
+def format_sparsification(report: dict[str, dict]) -> str:
+    """One text block: AUSE and the AbsRel at a few removal fractions, per kind."""
+    lines = []
+    for kind, r in report.items():
+        pts = [(f, a) for f, a in zip(r["fractions"], r["abs_rel"])
+               if round(f * 100) in (0, 25, 50, 75, 95)]
+        lines.append(f"sparsification ({kind} AbsRel, {r['frames']} frames): AUSE "
+                     f"{r['ause']:.4f}; " + ", ".join(f"{f:.0%} removed {a:.4f}" for f, a in pts)
+                     + ("" if r["monotonic"] else "; NOT monotonic"))
+    return "\n".join(lines)
+
+
 def run(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.evaluate",
                                 description=__doc__.split("\n")[0])
@@ -131,6 +186,8 @@ def run(argv: list[str] | None = None) -> int:
                    help="ground truth kinds, best first")
     p.add_argument("--backend", default="torch", choices=("auto", "tensorrt", "onnxruntime",
                                                           "torch"))
+    p.add_argument("--onnx", default="", help="ONNX model for --backend onnxruntime/tensorrt "
+                   "(default: the checkpoint's export)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--no-panels", action="store_true")
     args = p.parse_args(argv)
@@ -147,11 +204,20 @@ def run(argv: list[str] | None = None) -> int:
             if not frames:
                 raise KittiFormatError(f"{args.list}: no frames of drives {args.drives}")
         samples = [D.load_sample(f, tuple(args.gt)) for f in frames]
-        backend = make_backend(args.backend, ckpt_path)
+        if args.onnx:
+            from mono_depth_ros.backends.factory import create_backend
+            from mono_depth_ros.config import BackendConfig, from_dict
+
+            backend = create_backend(from_dict(BackendConfig, {
+                "backend": args.backend, "checkpoint": ckpt_path, "onnx": args.onnx}))
+        else:
+            backend = make_backend(args.backend, ckpt_path)
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
+        sparsified: dict[str, list[Sparsification]] = {}
         scores = evaluate_frames(backend, samples, meta.get("row_median_depth"),
-                                 panel_dir=None if args.no_panels else out / "panels")
+                                 panel_dir=None if args.no_panels else out / "panels",
+                                 sparsified=sparsified)
     except (ConfigError, KittiFormatError, ModelLoadError, PredictError, OSError) as exc:
         print(f"evaluate: error: {exc}", file=sys.stderr)
         return 2
@@ -170,10 +236,14 @@ def run(argv: list[str] | None = None) -> int:
     report = {"checkpoint": ckpt_path, "list": args.list, "frames": ids,
               "backend": backend.describe(), "data_hash": meta.get("data_hash"),
               "summary": summary}
+    if sparsified:
+        report["sparsification"] = sparsification_report(sparsified, out / "sparsification.png")
     atomic_write_text(out / "summary.json", json.dumps(report, indent=2))
     plot_per_frame(ids, scores, out / "abs_rel_per_frame.png")
     print(f"{len(ids)} frames from {args.list} ({backend.describe()})")
     print(format_table(summary))
+    print(format_sparsification(report["sparsification"]) if sparsified else
+          "no confidence output (the model has no confidence head): no sparsification")
     print(f"wrote {out}/per_frame.csv, summary.json, abs_rel_per_frame.png"
           + ("" if args.no_panels else ", panels/"))
     return 0
