@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 from mono_depth_ros.config import ModelConfig, add_arguments, from_args, from_dict, opt
 
@@ -66,6 +66,25 @@ class TrainConfig:
     stop_after: int = opt(0, "stop this run once this many epochs (both stages) are done and "
                           "leave last.pt to resume from (0 = run to the end; for time-sliced "
                           "or preemptible jobs)", range=(0, 10**9))
+    # --- recorded bags (training/bag_source.py) and fine-tuning ---
+    bags: list[str] = opt([], "ROS 2 / ROS 1 bags to train on (camera + LiDAR + camera_info); "
+                          "alone unless train_list is given too")
+    val_bags: list[str] = opt([], "bags held out whole for validation (then no bag is split "
+                              "by time)")
+    val_fraction: float = opt(0.2, "share of each bag's frames, at its end, held out for "
+                              "validation", range=(0.0, 0.9))
+    val_gap_s: float = opt(2.0, "training frames this many seconds before a bag's held-out "
+                           "part are dropped", range=(0.0, 3600.0))
+    image_topic: str = opt("", "bags' camera image topic ('' = found as in the bag tools)")
+    lidar_topic: str = opt("", "bags' PointCloud2 topic ('' = KITTI's, else the only one)")
+    bag_slop: float = opt(0.05, "largest camera-LiDAR stamp difference (s), as evaluate_bag's "
+                          "slop", range=(0.0, 1.0))
+    bag_calib: str = opt("", "LiDAR -> camera calibration for bags without /tf_static: a KITTI "
+                         "calib folder or object-format file")
+    bag_cache: str = opt("cache/bags", "where frames extracted from bags are kept (reused while "
+                         "the bag and settings are unchanged)")
+    init: str = opt("", "checkpoint to fine-tune from (e.g. models/default/model.pt); its model "
+                    "settings are used")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Train the coarse -> fine depth cascade on KITTI.")
     p.add_argument("--config", help="YAML file with 'train:' and 'model:' sections")
     add_arguments(p, TrainConfig)
+    p.add_argument("--bag", dest="bags", action="append", metavar="PATH",
+                   help="a bag to train on (repeat for more; same as --bags A,B)")
+    p.add_argument("--val-bag", dest="val_bags", action="append", metavar="PATH",
+                   help="a bag held out whole for validation (repeatable)")
     add_arguments(p, ModelConfig, prefix="model_")
     p.add_argument("--dump-rank-weights", action="store_true",
                    help="each process writes its final weights (DDP consistency checks)")
@@ -103,4 +126,28 @@ def parse(argv: list[str] | None = None) -> tuple[TrainConfig, ModelConfig, argp
         model_base = from_dict(ModelConfig, raw.get("model"))
     train = from_args(TrainConfig, args, train_base)
     model = from_args(ModelConfig, args, model_base, prefix="model_")
+    given = lambda cls, pre, sect: {f.name for f in fields(cls)  # noqa: E731
+                                    if getattr(args, pre + f.name, None) is not None} | \
+        set((raw.get(sect) or {}) if args.config else {})
+    if (train.bags or train.val_bags) and "train_list" not in given(TrainConfig, "", "train"):
+        train = replace(train, train_list="")  # bags alone unless a list is asked for too
+    if train.init:
+        model = init_model_config(train.init, model, given(ModelConfig, "model_", "model"),
+                                  f"{args.config} / the command line" if args.config
+                                  else "the command line")
     return train, model, args
+
+
+def init_model_config(path: str, model: ModelConfig, given: set[str], where: str) -> ModelConfig:
+    """The model settings of checkpoint ``path`` (fine-tuning keeps its network); a setting given
+    in the YAML model section or a --model-* flag that differs is an error naming both."""
+    from mono_depth_ros.config import ConfigError
+    from mono_depth_ros.model_io import LEGACY_MODEL_CONFIG, load_checkpoint
+
+    ck = from_dict(ModelConfig, {**LEGACY_MODEL_CONFIG, **load_checkpoint(path)["model_config"]})
+    clash = [f"{k}: {getattr(model, k)!r} in {where}, {getattr(ck, k)!r} in {path}"
+             for k in sorted(given) if getattr(model, k) != getattr(ck, k)]
+    if clash:
+        raise ConfigError(f"--init {path} has other model settings than {where} ("
+                          f"{'; '.join(clash)}); drop them or make them agree")
+    return ck

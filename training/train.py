@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch import nn
 
 from mono_depth_ros import __version__
+from mono_depth_ros.bags.reader import BagError
 from mono_depth_ros.config import ConfigError, EvalConfig, ModelConfig
 from mono_depth_ros.kitti import KittiFormatError, read_test_scenes
 from mono_depth_ros.metrics import mean_scores, score_frame
@@ -103,7 +104,7 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
         self._load_data(frames)
         self.model = DepthCascade(self.model_cfg)
-        if cfg.pretrained:
+        if cfg.pretrained and not cfg.init:
             self.model.coarse.encoder.load_imagenet(imagenet_lite0_weights())
         if self.model_cfg.layout_prior:
             self.model.coarse.set_prior(self.row_medians)
@@ -112,6 +113,14 @@ class Trainer:
         self._resume_state = None
         if cfg.resume:
             self._resume(cfg.resume)
+        elif cfg.init:  # fine-tune: both stages start from the checkpoint's weights
+            try:  # (options.init_model_config made model_cfg the checkpoint's)
+                self.model.load_state_dict(load_checkpoint(cfg.init)["state_dict"], strict=True)
+            except RuntimeError as exc:
+                raise ModelLoadError(f"--init {cfg.init}: its weights do not fit model settings "
+                                     f"{asdict(self.model_cfg)} ({str(exc).splitlines()[0]})"
+                                     ) from None
+            self.log(f"fine-tuning from {cfg.init}")
         elif "coarse" not in cfg.stages:
             if not cfg.init_coarse:
                 raise ConfigError("stages=fine needs init_coarse (a checkpoint with a trained "
@@ -135,7 +144,8 @@ class Trainer:
         from tqdm import tqdm
 
         cfg = self.cfg
-        frames = D.load_frames(cfg.train_list, cfg.data_root or None) if given is None else []
+        frames = D.load_frames(cfg.train_list, cfg.data_root or None) \
+            if given is None and cfg.train_list else []
         if given is not None:
             train, val = given
         elif cfg.val_list:
@@ -145,6 +155,11 @@ class Trainer:
             held = set(cfg.val_drives)
             val = [f for f in frames if f.drive in held]
             train = [f for f in frames if f.drive not in held]
+        if given is None and (cfg.bags or cfg.val_bags):  # frames extracted from recorded bags
+            from .bag_source import frames_from_config
+
+            bag_train, bag_val = frames_from_config(cfg, self.is_main, self.log)
+            train, val = train + bag_train, val + bag_val
         if cfg.max_frames:
             train = train[: cfg.max_frames]
         if not train:
@@ -152,7 +167,8 @@ class Trainer:
                                    "drives")
         if cfg.right_images:
             train = train + [r for r in (f.right_view() for f in train) if r is not None]
-        D.check_not_test_scenes(train, read_test_scenes(cfg.test_scenes))
+        if any(f.drive is None or not f.drive.startswith("bag:") for f in train):
+            D.check_not_test_scenes(train, read_test_scenes(cfg.test_scenes))  # KITTI lists
         prefer = tuple(cfg.gt_preference)
         bar = dict(disable=not self.is_main, unit="frame", leave=False)
 
@@ -434,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg, model_cfg, args = parse(argv)
         Trainer(cfg, model_cfg, args.dump_rank_weights).run()
-    except (ConfigError, KittiFormatError, D.TestSceneError, ModelLoadError) as exc:
+    except (ConfigError, KittiFormatError, D.TestSceneError, ModelLoadError, BagError) as exc:
         print(f"train: error: {exc}", file=sys.stderr)
         return 2
     return 0
