@@ -60,6 +60,16 @@ class ModelConfig:
     min_depth: float = opt(1.0, "smallest depth the network can output, metres", range=(0.01, 10.0))
     max_depth: float = opt(100.0, "largest depth the network can output, metres",
                            range=(10.0, 1000.0))
+    # The canonical camera (mono_depth_ros.camera): the intrinsics at the network input that the
+    # network's metres belong to. Zeros: KITTI's left colour camera resized to the input size.
+    camera_fx: float = opt(0.0, "canonical camera focal length x at the network input, pixels "
+                           "(0 = KITTI's camera resized to the input)", range=(0.0, 1e5))
+    camera_fy: float = opt(0.0, "canonical camera focal length y at the network input, pixels",
+                           range=(0.0, 1e5))
+    camera_cx: float = opt(0.0, "canonical principal point x at the network input, pixels",
+                           range=(-1e5, 1e5))
+    camera_cy: float = opt(0.0, "canonical principal point y at the network input, pixels",
+                           range=(-1e5, 1e5))
     confidence: bool = opt(True, "fine net also predicts a per-pixel confidence (Laplace "
                            "log-scale head on detached features: P(|log error| < log 1.25))")
 
@@ -343,6 +353,9 @@ class DepthNodeConfig:
                                  range=(0.1, 10000.0))
     points_stride: int = opt(1, "depth/points: keep every n-th pixel in both directions",
                              range=(1, 32))
+    camera_intrinsics: bool = opt(True, "bring images to the model's camera with camera_info's "
+                                  "intrinsics, so depth is in metres on any camera (false: the "
+                                  "images are taken to show the model's own camera's view)")
     max_pixels: int = opt(16777216, "reject input images with more pixels than this (guards "
                           "against corrupt headers)", range=(1, 268435456))
     qos_depth: int = opt(5, "history depth of the reliable output topics", range=(1, 1000),

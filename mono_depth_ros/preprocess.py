@@ -7,7 +7,11 @@ frame of one size allocates nothing per frame but the depth it hands back to the
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
+
+from . import camera
 
 _INV255 = np.float32(1.0 / 255.0)
 
@@ -26,17 +30,22 @@ class Buffers:
 
 
 def to_network_input(rgb: np.ndarray, height: int, width: int, out: np.ndarray | None = None,
-                     buffers: Buffers | None = None) -> np.ndarray:
+                     buffers: Buffers | None = None,
+                     cmap: "camera.CanvasMap | None" = None) -> np.ndarray:
     """uint8 HxWx3 RGB -> float32 1x3xhxw in [0, 1] at the network size (area resampling).
 
     ``out`` (float32 1x3xhxw, C-contiguous) receives the result when given; ``buffers`` holds
-    the resized uint8 image between calls.
+    the resized uint8 image between calls. ``cmap`` places the image on the canonical camera's
+    canvas (``camera.canvas_map``); without it the image is resized to fill the input.
     """
     import cv2
 
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected uint8 HxWx3 RGB, got {rgb.dtype} with shape {rgb.shape}")
-    if rgb.shape[:2] != (height, width):
+    if cmap is not None and not cmap.is_plain_resize:
+        dst = buffers.get("canvas", (height, width, 3), np.uint8) if buffers else None
+        rgb = camera.to_canvas(rgb, cmap, dst)
+    elif rgb.shape[:2] != (height, width):
         interp = cv2.INTER_AREA if rgb.shape[0] > height else cv2.INTER_LINEAR
         dst = buffers.get("resized", (height, width, 3), np.uint8) if buffers else None
         rgb = cv2.resize(rgb, (width, height), dst=dst, interpolation=interp)
@@ -50,15 +59,19 @@ def to_network_input(rgb: np.ndarray, height: int, width: int, out: np.ndarray |
 
 
 def to_camera_depth(depth: np.ndarray, height: int, width: int,
-                    buffers: Buffers | None = None, key: str = "depth") -> np.ndarray:
+                    buffers: Buffers | None = None, key: str = "depth",
+                    cmap: "camera.CanvasMap | None" = None) -> np.ndarray:
     """Network depth (hxw, or 1x1xhxw) -> float32 HxW metres at the camera resolution.
 
     Resampling happens in log space (bilinear), which keeps depth edges from averaging near and
     far into a floating value in between as much as linear interpolation would. The result is a
     new array (callers keep it); only the network-size log buffer comes from ``buffers``.
+    ``cmap`` (the input's canvas map) takes the canonical canvas back to the camera's pixels.
     """
     import cv2
 
+    if cmap is not None and not cmap.is_plain_resize:
+        return camera.from_canvas(depth, replace(cmap, width=width, height=height))
     d = np.asarray(depth, dtype=np.float32).reshape(depth.shape[-2:])
     if d.shape == (height, width):
         return d.copy()
@@ -79,12 +92,8 @@ def to_camera_confidence(conf: np.ndarray, height: int, width: int,
     import cv2
 
     if cmap is not None and not cmap.is_plain_resize:
-        from dataclasses import replace as _replace
-
-        from . import camera as _camera
-
-        return _camera.from_canvas(conf, _replace(cmap, width=width, height=height), log=False,
-                                   fill=0.0)
+        return camera.from_canvas(conf, replace(cmap, width=width, height=height), log=False,
+                                  fill=0.0)
     c = np.asarray(conf, dtype=np.float32).reshape(conf.shape[-2:])
     if c.shape == (height, width):
         return c.copy()

@@ -8,6 +8,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..camera import CanvasMap, Intrinsics, canonical_camera, canvas_map
 from ..config import ModelConfig
 from ..preprocess import Buffers, to_camera_confidence, to_camera_depth, to_network_input
 
@@ -93,24 +94,36 @@ class DepthBackend(abc.ABC):
         The returned arrays may be the backend's own output buffers, valid until the next call.
         """
 
-    def infer(self, rgb: np.ndarray, output_size: tuple[int, int] | None = None) -> DepthResult:
-        """RGB uint8 HxWx3 -> depth at ``output_size`` (height, width), default the input's."""
+    def canvas_map(self, width: int, height: int,
+                   camera: Intrinsics | None = None) -> CanvasMap:
+        """How an image of this size from ``camera`` reaches the network (``camera.py``); no
+        intrinsics: the image is taken to show the model's own camera's view."""
+        return canvas_map(width, height, canonical_camera(self.model_config), camera)
+
+    def infer(self, rgb: np.ndarray, output_size: tuple[int, int] | None = None,
+              camera: Intrinsics | None = None) -> DepthResult:
+        """RGB uint8 HxWx3 -> depth at ``output_size`` (height, width), default the input's.
+
+        ``camera``: the image's intrinsics; the image is brought to the model's canonical camera
+        so that its metres stay metres (raises ``camera.CameraError`` for impossible ones).
+        """
         h, w = output_size or rgb.shape[:2]
         t0 = time.perf_counter()
         nh, nw = self.input_size
+        cmap = None if camera is None else self.canvas_map(rgb.shape[1], rgb.shape[0], camera)
         x = to_network_input(rgb, nh, nw, self._buffers.get("input", (1, 3, nh, nw), np.float32),
-                             self._buffers)
+                             self._buffers, cmap)
         t1 = time.perf_counter()
         fine, coarse, conf = self._run(x)
         t2 = time.perf_counter()
-        out = to_camera_depth(fine, h, w, self._buffers, "fine")
+        out = to_camera_depth(fine, h, w, self._buffers, "fine", cmap)
         coarse_net = np.array(coarse, dtype=np.float32)  # small; _run's buffer is reused next call
         conf_net = None if conf is None else np.array(conf, dtype=np.float32)
         t3 = time.perf_counter()
         self.last_timing = {"preprocess": t1 - t0, "inference": t2 - t1, "postprocess": t3 - t2}
-        return DepthResult(out, lambda: to_camera_depth(coarse_net, h, w),
+        return DepthResult(out, lambda: to_camera_depth(coarse_net, h, w, cmap=cmap),
                            None if conf_net is None
-                           else lambda: to_camera_confidence(conf_net, h, w))
+                           else lambda: to_camera_confidence(conf_net, h, w, cmap=cmap))
 
     def describe(self) -> str:
         return self.name
