@@ -40,6 +40,10 @@ class TrainConfig:
     color: bool = opt(True, "random colour, brightness, contrast and gamma")
     max_zoom: float = opt(1.2, "random zoom crops up to this factor (depth divided by it)",
                           range=(1.0, 2.0))
+    camera_window: float = opt(0.3, "share of examples seen through a random smaller camera's "
+                               "window of the canonical canvas (the rest padding), so cameras "
+                               "with a narrower view than KITTI's keep their metres",
+                               range=(0.0, 1.0))
     right_images: bool = opt(True, "also train on the right camera (image_03) of frames whose "
                              "right-image ground truth exists")
     per_drive_cap: int = opt(8, "frames each drive (or drive-less frame) gives to one epoch, "

@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ from torch import nn
 
 from mono_depth_ros import __version__
 from mono_depth_ros.bags.reader import BagError
+from mono_depth_ros.camera import canonical_camera, canvas_map
 from mono_depth_ros.config import ConfigError, EvalConfig, ModelConfig
 from mono_depth_ros.kitti import KittiFormatError, read_test_scenes
 from mono_depth_ros.metrics import mean_scores, score_frame
@@ -78,6 +79,14 @@ def freeze_batchnorm(module: nn.Module) -> None:
             m.eval()
 
 
+def with_camera(model_cfg: ModelConfig) -> ModelConfig:
+    """The config with its canonical camera written out, so the checkpoint (and the ONNX
+    metadata made from it) states the intrinsics its metres belong to."""
+    cam = canonical_camera(model_cfg)
+    return replace(model_cfg, camera_fx=cam.fx, camera_fy=cam.fy, camera_cx=cam.cx,
+                   camera_cy=cam.cy)
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, model_cfg: ModelConfig, dump_rank_weights: bool = False,
                  frames: tuple[list[D.Frame], list[D.Frame]] | None = None,
@@ -85,7 +94,7 @@ class Trainer:
         """``frames`` = (train, validation) replaces the config's lists and ``sample_cache``
         (frame id -> loaded sample) saves reloading them (cross-validation)."""
         self.sample_cache = sample_cache or {}
-        self.cfg, self.model_cfg = cfg, model_cfg.validate()
+        self.cfg, self.model_cfg = cfg, with_camera(model_cfg.validate())
         self.dump_rank_weights = dump_rank_weights
         self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
         self.device = resolve_device(cfg.device)
@@ -195,10 +204,12 @@ class Trainer:
         per_rank = int(np.ceil(n / self.world))
         order = np.resize(order, per_rank * self.world)[self.rank::self.world]  # pad like
         rng = np.random.default_rng((self.cfg.seed, epoch, self.rank))          # DistributedSampler
-        aug = D.AugmentConfig(self.cfg.flip, self.cfg.color, self.cfg.max_zoom)
+        aug = D.AugmentConfig(self.cfg.flip, self.cfg.color, self.cfg.max_zoom,
+                              self.cfg.camera_window)
         h, w = self.model_cfg.height, self.model_cfg.width
+        canonical = canonical_camera(self.model_cfg)
         for i in range(0, len(order), self.cfg.batch_size):
-            ex = [D.make_example(self.train_samples[j], h, w, rng, aug)
+            ex = [D.make_example(self.train_samples[j], h, w, rng, aug, canonical)
                   for j in order[i:i + self.cfg.batch_size]]
             image = torch.from_numpy(np.stack([e[0] for e in ex])).to(self.device)
             depth = torch.from_numpy(np.stack([e[1] for e in ex])).to(self.device)
@@ -313,11 +324,14 @@ class Trainer:
         self.model.eval()
         scores: dict[str, list] = {"coarse": [], "fine": []}
         for s in self.val_samples:
+            cmap = canvas_map(s.rgb.shape[1], s.rgb.shape[0], canonical_camera(self.model_cfg),
+                              s.camera)  # as at run time with the frame's intrinsics
             x = torch.from_numpy(to_network_input(s.rgb, self.model_cfg.height,
-                                                  self.model_cfg.width)).to(self.device)
+                                                  self.model_cfg.width, cmap=cmap)
+                                 ).to(self.device)
             fine, coarse = self.model(x)
             for name, pred in (("coarse", coarse), ("fine", fine)):
-                depth = to_camera_depth(pred.cpu().numpy(), *s.depth.shape)
+                depth = to_camera_depth(pred.cpu().numpy(), *s.depth.shape, cmap=cmap)
                 scores[name].append(score_frame(depth, s.depth, EvalConfig()))
         for m, training in modes:
             m.train(training)
