@@ -282,6 +282,10 @@ def _extract(path: Path, out: Path, settings: ExtractSettings, progress: bool) -
         raise BagError(f"{path}: no frame could be extracted")
     (out / "calib.txt").write_text(object_calib_text(P0, T))
     rows.sort(key=lambda r: r["stamp_ns"])
+    info0 = scan.infos[info_st[0]]
+    d = getattr(info0, "d", None)
+    d = getattr(info0, "D", None) if d is None else d  # ROS 1 field name
+    dist = [] if d is None else [float(v) for v in np.asarray(d).reshape(-1)]
     return {"version": CACHE_VERSION, "bag": str(path.resolve()), "bag_stem": bag_stem(path),
             "key_from": "bag file names + sizes + mtimes, settings, calibration file bytes",
             "topics": {"image": scan.image, "camera_info": scan.info, "lidar": scan.lidar,
@@ -291,7 +295,7 @@ def _extract(path: Path, out: Path, settings: ExtractSettings, progress: bool) -
             "unmatched_images": len(scan.image_st) - len(rows),
             "width": int(camera_matrices(scan.infos[info_st[0]])[2]),
             "height": int(camera_matrices(scan.infos[info_st[0]])[3]),
-            "P": np.asarray(P0).tolist(), "frames": rows,
+            "P": np.asarray(P0).tolist(), "distortion": dist, "frames": rows,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "seconds": round(time.monotonic() - t0, 3)}
 
@@ -393,6 +397,9 @@ def frames_from_config(cfg, progress: bool = True, log=print) -> tuple[list[Fram
              f"{cfg.val_gap_s:g} s before them")
         log(f"bag {b}: {len(frames)} frames ({where}, {bf.folder}): {len(tr)} train, {how}; "
             f"{bf.manifest['camera']}; {bf.manifest['geometry']}")
+        if any(bf.manifest.get("distortion", [])) and "rect" not in bf.manifest["topics"]["image"]:
+            log(f"warning: {b}: camera_info has distortion coefficients but the images are "
+                "projected with P as if rectified; record the rectified image (image_rect*)")
     return train, val
 
 
