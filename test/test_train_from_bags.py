@@ -172,26 +172,51 @@ def test_init_whose_model_differs_from_the_config_is_one_line(bags, tmp_path, ca
     assert "width: 256 in the command line, 192 in" in err and str(ck) in err
 
 
+def write_bag(path, info: bool = True, cloud: bool = False) -> None:
+    """A ROS 2 bag of the sample's frame 0001/5 under other names (camera 'cam', LiDAR 'lidar'),
+    with no /tf_static; optionally without camera_info or without the scan."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    m = kitti_to_bag._Msgs()
+    rgb = kitti.read_rgb(DRIVE_0001 / "image_02" / "data" / "0000000005.png")
+    P = kitti.find_raw_calib(DRIVE_0001).P_rect
+    scan = kitti.read_velodyne(DRIVE_0001 / "velodyne_points" / "data" / "0000000005.bin")
+    msgs = [("/cam/image_raw", "sensor_msgs/msg/Image", m.image(rgb, 10**9, "cam"))]
+    if info:
+        msgs.append(("/cam/camera_info", "sensor_msgs/msg/CameraInfo",
+                     m.camera_info(P, np.eye(3), 1242, 375, 10**9, "cam")))
+    if cloud:
+        msgs.append(("/lidar/points", "sensor_msgs/msg/PointCloud2",
+                     m.cloud(scan, 10**9 + 20_000_000, "lidar")))  # 20 ms after the image
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as w:
+        for topic, typ, msg in msgs:
+            c = w.add_connection(topic, typ, typestore=m.ts)
+            w.write(c, 10**9, m.ts.serialize_cdr(msg, typ))
+
+
+def test_a_bag_without_tf_static_takes_a_calibration_file(bags, tmp_path, capsys):
+    from training import train
+
+    write_bag(tmp_path / "no_tf", cloud=True)
+    rc = train.main(["--bag", str(tmp_path / "no_tf"), "--bag-cache", str(tmp_path / "cache")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "no transform lidar -> cam in /tf_static" in err and "--bag-calib" in err
+    ref = bag_source.extract_bag(bags / "two", tmp_path / "cache", progress=False)
+    want = D.load_sample(ref.frames[0]).depth
+    # a KITTI date folder, and the object-format file the cache itself wrote, give the same depth
+    for calib in (DRIVE_0001.parent, ref.folder / "calib.txt"):
+        bf = bag_source.extract_bag(tmp_path / "no_tf", tmp_path / "cache",
+                                    bag_source.ExtractSettings(calib=str(calib)), progress=False)
+        assert bf.manifest["topics"]["lidar"] == "/lidar/points"
+        assert bf.manifest["frames"][0]["lidar_stamp_ns"] - bf.stamps_ns[0] == 20_000_000
+        assert agreement(D.load_sample(bf.frames[0]).depth, want) > 0.999
+
+
 def test_bad_bags_are_one_line_and_a_non_zero_exit(bags, tmp_path, capsys):
     from training import train
 
-    # a bag with a camera and no LiDAR scan, and one with no camera_info
-    m = kitti_to_bag._Msgs()
-    from rosbags.rosbag2 import StoragePlugin, Writer
-
-    rgb = kitti.read_rgb(DRIVE_0001 / "image_02" / "data" / "0000000005.png")
-    P = kitti.find_raw_calib(DRIVE_0001).P_rect
-    for name, info in (("no_info", False), ("no_cloud", True)):
-        with Writer(tmp_path / name, version=9, storage_plugin=StoragePlugin.MCAP) as w:
-            c = w.add_connection("/cam/image_raw", "sensor_msgs/msg/Image", typestore=m.ts)
-            w.write(c, 10**9, m.ts.serialize_cdr(m.image(rgb, 10**9, "cam"),
-                                                 "sensor_msgs/msg/Image"))
-            if info:
-                c = w.add_connection("/cam/camera_info", "sensor_msgs/msg/CameraInfo",
-                                     typestore=m.ts)
-                w.write(c, 10**9, m.ts.serialize_cdr(m.camera_info(P, np.eye(3), 1242, 375, 10**9,
-                                                                   "cam"),
-                                                     "sensor_msgs/msg/CameraInfo"))
+    write_bag(tmp_path / "no_info", info=False, cloud=True)
+    write_bag(tmp_path / "no_cloud")
     cut = tmp_path / "cut"
     shutil.copytree(bags / "two", cut)
     (mcap,) = cut.glob("*.mcap")
