@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, fields, replace
 
-from mono_depth_ros.config import ModelConfig, add_arguments, from_args, from_dict, opt
+from mono_depth_ros.config import (EvalNodeConfig, ModelConfig, add_arguments, from_args,
+                                   from_dict, opt)
 
 
 @dataclass
@@ -81,8 +82,8 @@ class TrainConfig:
                            "part are dropped", range=(0.0, 3600.0))
     image_topic: str = opt("", "bags' camera image topic ('' = found as in the bag tools)")
     lidar_topic: str = opt("", "bags' PointCloud2 topic ('' = KITTI's, else the only one)")
-    bag_slop: float = opt(0.05, "largest camera-LiDAR stamp difference (s), as evaluate_bag's "
-                          "slop", range=(0.0, 1.0))
+    bag_slop: float = opt(EvalNodeConfig().slop, "largest camera-LiDAR stamp difference (s); "
+                          "default: evaluate_bag's and kitti_eval_node's slop", range=(0.0, 1.0))
     bag_calib: str = opt("", "LiDAR -> camera calibration for bags without /tf_static: a KITTI "
                          "calib folder or object-format file")
     bag_cache: str = opt("cache/bags", "where frames extracted from bags are kept (reused while "
