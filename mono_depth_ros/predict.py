@@ -122,7 +122,8 @@ def run(argv: list[str] | None = None) -> int:
     try:
         images = collect_images(args.images)
         first = read_rgb(images[0])  # a bad image fails before the model is loaded
-        image_camera(args, first)    # and so do bad intrinsics
+        if args.fx is not None:
+            image_camera(args, first)  # and so do bad intrinsics
         backend = make_backend(args.backend, args.model, args.threads)
         out_dir = Path(args.out)
         out_dir.mkdir(parents=True, exist_ok=True)
