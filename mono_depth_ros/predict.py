@@ -68,6 +68,26 @@ def image_camera(args, rgb: np.ndarray):
                       args.cy if args.cy is not None else (h - 1) / 2, w, h).validate()
 
 
+def write_confidence(path: Path, conf: np.ndarray | None, fmt: str) -> Path:
+    """The confidence beside the depth: float32 .npy, or 0..255 grey .png."""
+    from .colorize import write_rgb
+    from .model_io import atomic_write_bytes
+
+    if conf is None:
+        raise PredictError("--confidence: this model has no confidence head (train one with "
+                           "model.confidence: true, as config/train_default.yaml does)")
+    if fmt == "npy":
+        import io
+
+        buf = io.BytesIO()
+        np.save(buf, conf.astype(np.float32))
+        atomic_write_bytes(path.with_suffix(".npy"), buf.getvalue())
+        return path.with_suffix(".npy")
+    grey = np.clip(np.nan_to_num(conf) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    write_rgb(path.with_suffix(".png"), np.repeat(grey[..., None], 3, axis=2))
+    return path.with_suffix(".png")
+
+
 def write_output(path: Path, depth: np.ndarray, fmt: str, color_range=(1.0, 80.0)) -> Path:
     from .colorize import colorize, write_rgb
     from .kitti import write_depth_png
@@ -95,6 +115,10 @@ def run(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
     parser.add_argument("--stage", choices=("fine", "coarse"), default="fine")
+    parser.add_argument("--confidence", action="store_true",
+                        help="also write the fine depth's confidence (0..1) as STEM_confidence "
+                             "(.npy float32 for npy, else an 8-bit grey .png); needs a model "
+                             "with the confidence head")
     parser.add_argument("--format", choices=("npy", "png16", "color"), default="npy")
     parser.add_argument("--backend", choices=("auto", "tensorrt", "onnxruntime", "torch"),
                         default="auto")
@@ -138,6 +162,9 @@ def run(argv: list[str] | None = None) -> int:
             depth = result.fine if args.stage == "fine" else result.coarse
             t2 = time.perf_counter()
             write_output(out_dir / path.stem, depth, args.format)
+            if args.confidence:
+                write_confidence(out_dir / f"{path.stem}_confidence", result.confidence,
+                                 args.format)
             t3 = time.perf_counter()
             times.append(t2 - t1)
             if i == 0:

@@ -351,3 +351,27 @@ def test_evaluate_says_when_the_model_has_no_confidence(tmp_path, capsys):
                          "--no-panels", "--drives", "2011_09_26_drive_0001"]) == 0
     assert "no confidence output" in capsys.readouterr().out
     assert not (tmp_path / "e" / "sparsification.png").exists()
+
+
+def test_predict_writes_the_confidence_beside_the_depth(head_files, tmp_path):
+    """mono_depth_predict --confidence: STEM_confidence.npy in [0, 1] at the depth's size; a
+    model without the head is one line and exit 2."""
+    import subprocess
+    import sys
+
+    ckpt, _ = head_files
+    image = all_frames()[0].image
+    cmd = [sys.executable, "-m", "mono_depth_ros.predict", "--images", str(image), "--backend",
+           "torch", "--confidence"]
+    r = subprocess.run(cmd + ["--out", str(tmp_path / "a"), "--model", str(ckpt)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    depth = np.load(tmp_path / "a" / f"{image.stem}.npy")
+    conf = np.load(tmp_path / "a" / f"{image.stem}_confidence.npy")
+    assert conf.shape == depth.shape and 0.0 <= conf.min() and conf.max() <= 1.0
+    assert conf.std() > 0  # a map, not a constant
+    _save(_head_model(confidence=False), tmp_path / "old.pt")
+    r = subprocess.run(cmd + ["--out", str(tmp_path / "b"), "--model", str(tmp_path / "old.pt")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "no confidence head" in r.stderr
+    assert len([ln for ln in r.stderr.splitlines() if "error" in ln]) == 1

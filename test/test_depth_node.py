@@ -114,6 +114,46 @@ def test_depth_matches_predict_cli(node, client, predicted):
         np.testing.assert_allclose(mm_m[ok], depth[ok], atol=6e-4)
 
 
+def test_another_camera_is_brought_to_the_model_camera_by_its_camera_info(node, client,
+                                                                          tmp_path):
+    """A centre crop (a longer lens on the same sensor) with its own camera_info: the node
+    gives the depth predict gives for the crop with the same intrinsics (--fx/--cx/--cy), not
+    the stretched-crop depth of a plain resize."""
+    from depth_node_harness import DRIVE1
+
+    from mono_depth_ros.colorize import write_rgb
+    from mono_depth_ros.kitti import find_raw_calib, read_rgb
+    from mono_depth_ros.ros.conversions import rgb_to_image
+
+    rgb = read_rgb(FRAMES[0])
+    x0, y0, cw, ch = 310, 93, 621, 187
+    crop = np.ascontiguousarray(rgb[y0:y0 + ch, x0:x0 + cw])
+    P = find_raw_calib(DRIVE1).P_rect.copy()
+    P[0, 2] -= x0
+    P[1, 2] -= y0
+    info = kitti_info_msg(cw, ch)
+    info.p = P.reshape(-1).astype(np.float64)
+    info.k = P[:, :3].reshape(-1).astype(np.float64)
+    stamp = next_stamp()
+    client.publish(rgb_to_image(crop), info, stamp)
+    got = client.wait_for("depth", stamp, 60)
+    assert got is not None, f"no depth for the cropped camera; node log:\n{node.log()[-2000:]}"
+    depth = depth_array(got[1])
+    assert depth.shape == (ch, cw)
+    write_rgb(tmp_path / "crop.png", crop)
+    out = tmp_path / "out"
+    common = [sys.executable, "-m", "mono_depth_ros.predict", "--images", str(tmp_path /
+              "crop.png"), "--out", str(out), "--backend", "torch"]
+    res = subprocess.run(common + ["--fx", str(P[0, 0]), "--fy", str(P[1, 1]), "--cx",
+                                   str(P[0, 2]), "--cy", str(P[1, 2])],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    np.testing.assert_allclose(depth, np.load(out / "crop.npy"), rtol=1e-4, atol=1e-4)
+    res = subprocess.run(common, capture_output=True, text=True, timeout=300)  # no intrinsics
+    plain = np.load(out / "crop.npy")
+    assert np.median(plain / depth) < 0.8  # stretched: everything looks nearer
+
+
 def test_depth_camera_info_takes_the_image_header(node, client):
     info = kitti_info_msg()
     info.header.stamp.sec, info.header.frame_id = 7, "calibration_time_frame"
