@@ -9,10 +9,13 @@ or 16UC1 millimetres with 0 for invalid pixels.
 from __future__ import annotations
 
 import array
+import struct
 import sys
 
 import numpy as np
+from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
+from std_msgs.msg import Header
 
 from ..geometry import scale_intrinsics
 
@@ -158,6 +161,87 @@ def image_to_depth(msg: Image) -> np.ndarray:
     if size == 2:
         d = np.where(d > 0, d / 1000.0, np.nan).astype(np.float32)
     return d
+
+
+# --- sensor_msgs/Image as CDR bytes (raw subscriptions and publishers) -----------------------
+# A node that moves camera-size images through rclpy pays for the Python message twice: DDS bytes
+# -> C struct -> Python ``array`` on the way in, and back on the way out. These two functions read
+# and write the serialized form (XCDR1 little endian, what Fast DDS and Cyclone DDS send) directly:
+# the pixels stay a view of the received bytes, and an outgoing image is one copy of its array.
+_CDR_LE = b"\x00\x01"  # encapsulation: plain CDR, little endian (options bytes follow)
+
+
+class RawImage:
+    """An Image read from CDR bytes: the fields ``check_image`` / ``image_to_rgb`` read, a real
+    ``std_msgs/Header``, and ``data`` as a memoryview of the received buffer (no copy)."""
+
+    __slots__ = ("header", "height", "width", "encoding", "is_bigendian", "step", "data")
+
+
+def _cdr_string(buf: memoryview, off: int) -> tuple[str, int]:
+    """A CDR string at ``off`` (uint32 length with the NUL, bytes, NUL); (text, next offset)."""
+    (n,) = struct.unpack_from("<I", buf, off)
+    off += 4
+    if off + n > len(buf):
+        raise ValueError("string runs past the end")
+    return bytes(buf[off:off + max(n - 1, 0)]).decode("utf-8"), off + n
+
+
+def image_from_cdr(data: bytes) -> Image | RawImage:
+    """Serialized ``sensor_msgs/Image`` (as a raw subscription delivers it) -> ``RawImage`` whose
+    ``data`` is a view of ``data``; other encapsulations go through rclpy's deserializer. Raises
+    ImageFormatError when the bytes are not an Image."""
+    buf = memoryview(data).cast("B")
+    try:
+        if bytes(buf[:2]) != _CDR_LE:
+            raise ValueError("not little-endian plain CDR")
+        out = RawImage()
+        sec, nanosec = struct.unpack_from("<iI", buf, 4)
+        frame_id, off = _cdr_string(buf, 12)
+        out.header = Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id=frame_id)
+        off += -off % 4  # 4-byte alignment (the 4-byte encapsulation keeps offsets aligned)
+        out.height, out.width = struct.unpack_from("<II", buf, off)
+        out.encoding, off = _cdr_string(buf, off + 8)
+        out.is_bigendian = buf[off]
+        off += 1
+        off += -off % 4
+        out.step, n = struct.unpack_from("<II", buf, off)
+        off += 8
+        if off + n > len(buf):
+            raise ValueError(f"data of {n} bytes runs past the end of {len(buf)}")
+        out.data = buf[off:off + n]
+        return out
+    except (ValueError, IndexError, struct.error, UnicodeDecodeError) as exc:
+        reason = exc
+    from rclpy.serialization import deserialize_message
+
+    try:
+        return deserialize_message(bytes(data), Image)
+    except Exception:  # noqa: BLE001 - rclpy raises several types for bad bytes
+        raise ImageFormatError(f"cannot read the serialized image ({reason})") from None
+
+
+def image_to_cdr(arr: np.ndarray, encoding: str, header) -> bytes:
+    """A C-contiguous HxW[xC] array as a serialized ``sensor_msgs/Image`` with a tight step: the
+    bytes ``rclpy.serialization.serialize_message(_image(arr, encoding, header))`` gives, in one
+    copy of the pixels. ``Publisher.publish`` sends ``bytes`` as they are."""
+    arr = np.ascontiguousarray(arr)
+    fid = header.frame_id.encode("utf-8") if header is not None else b""
+    sec, nanosec = (header.stamp.sec, header.stamp.nanosec) if header is not None else (0, 0)
+    enc = encoding.encode("ascii")
+    head = bytearray(_CDR_LE + b"\x00\x00")
+    head += struct.pack("<iII", sec, nanosec, len(fid) + 1) + fid + b"\x00"
+    head += bytes(-len(head) % 4)
+    head += struct.pack("<III", arr.shape[0], arr.shape[1], len(enc) + 1) + enc + b"\x00"
+    head.append(int(BIG_ENDIAN_HOST and arr.dtype.itemsize > 1))
+    head += bytes(-len(head) % 4)
+    head += struct.pack("<II", arr.strides[0], arr.nbytes)
+    return bytes(head) + memoryview(arr).cast("B")
+
+
+def depth_to_cdr(depth: np.ndarray, header=None) -> bytes:
+    """float32 HxW metres (NaN = invalid) -> serialized 32FC1 Image (as ``depth_to_image``)."""
+    return image_to_cdr(np.ascontiguousarray(depth, dtype=np.float32), "32FC1", header)
 
 
 def bgr_image(rgb: np.ndarray, header=None) -> Image:

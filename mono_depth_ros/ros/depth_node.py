@@ -23,7 +23,7 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType, SetParametersResult)
-from rclpy.executors import SingleThreadedExecutor
+from rclpy.experimental import EventsExecutor
 from rclpy.node import Node
 from rclpy.qos import (HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
@@ -33,8 +33,8 @@ from ..config import (BackendConfig, ConfigError, DepthNodeConfig, ScaleConfig, 
                       from_dict)
 from ..timing import StageTimes
 from .conversions import (ImageFormatError, bgr_image, camera_matrix, check_camera_info,
-                          depth_to_image, depth_to_image_mm, image_to_rgb, points_to_cloud,
-                          scale_camera_info)
+                          depth_to_cdr, depth_to_image_mm, image_from_cdr, image_to_rgb,
+                          points_to_cloud, scale_camera_info)
 
 NODE_NAME = "depth_node"
 # (parameter prefix, dataclass, every field read-only?) — one parameter per dataclass field.
@@ -141,7 +141,10 @@ class DepthNode(Node):
         # --- subscriptions (sensor-data QoS: best effort, shallow, like camera drivers) ------
         self.slot = LatestSlot()
         self.camera_info: CameraInfo | None = None
-        self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data)
+        # raw: the callback gets the serialized bytes; only the frame the worker takes is read
+        # (image_from_cdr: a view, no Python message), so frames replaced in the slot cost ~nothing
+        self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data,
+                                 raw=True)
         self.create_subscription(CameraInfo, "camera_info", self._on_camera_info,
                                  qos_profile_sensor_data)
 
@@ -200,10 +203,10 @@ class DepthNode(Node):
         return SetParametersResult(successful=True)
 
     # --- the one image callback: cheap, never blocks ---------------------------------------
-    def _on_image(self, msg: Image) -> None:
+    def _on_image(self, data: bytes) -> None:
         with self.stats_lock:
             self.frames_in += 1
-        self.slot.put((msg, time.monotonic()))
+        self.slot.put((data, time.monotonic()))
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self.camera_info = msg
@@ -214,14 +217,19 @@ class DepthNode(Node):
             item = self.slot.take()
             if item is None:
                 continue
-            msg, t_recv = item
+            data, t_recv = item
             times = {"wait": time.monotonic() - t_recv}  # in the slot, behind the previous frame
+            msg = None
             try:
+                t0 = time.perf_counter()
+                msg = image_from_cdr(data)  # header and fields; the pixels stay in `data`
+                times["decode"] = time.perf_counter() - t0
                 self._process(msg, times)
             except ImageFormatError as exc:
                 with self.stats_lock:
                     self.rejected += 1
-                self._throttled_error(f"dropped image (frame_id '{msg.header.frame_id}'): {exc}")
+                frame_id = msg.header.frame_id if msg is not None else "?"
+                self._throttled_error(f"dropped image (frame_id '{frame_id}'): {exc}")
                 continue
             except Exception as exc:  # noqa: BLE001 - keep serving; the line names the failure
                 if self._stopping.is_set():
@@ -238,7 +246,7 @@ class DepthNode(Node):
                 for k, v in times.items():
                     self.stage_totals[k] = self.stage_totals.get(k, 0.0) + v
 
-    def _process(self, msg: Image, times: dict[str, float]) -> None:
+    def _process(self, msg, times: dict[str, float]) -> None:
         """Infer one frame and publish every output someone needs; stage seconds go to
         ``times`` (decode, preprocess, inference, postprocess, publish)."""
         cfg = self.cfg
@@ -262,7 +270,7 @@ class DepthNode(Node):
         t3 = time.perf_counter()
         if self._stopping.is_set():
             return
-        self.pub_depth.publish(depth_to_image(fine, msg.header))
+        self.pub_depth.publish(depth_to_cdr(fine, msg.header))  # bytes: one copy, no msg
         if info is not None:
             self.pub_info.publish(info)
         if self.pub_mm is not None:
@@ -272,8 +280,8 @@ class DepthNode(Node):
 
             self.pub_conf.publish(depth_to_image(conf, msg.header))  # 32FC1, 0..1
         if self.pub_coarse.get_subscription_count():  # coarse is resized only when read
-            self.pub_coarse.publish(depth_to_image(self._mask(result.coarse, cfg, scale),
-                                                   msg.header))
+            self.pub_coarse.publish(depth_to_cdr(self._mask(result.coarse, cfg, scale),
+                                                 msg.header))
         if self.pub_color.get_subscription_count():
             from ..colorize import colorize
 
@@ -288,7 +296,8 @@ class DepthNode(Node):
             self.pub_points.publish(points_to_cloud(pts, msg.header, rgb_at(rgb, size)[::s, ::s]))
         t4 = time.perf_counter()
         bt = self.backend.last_timing
-        times.update(decode=t1 - t0, preprocess=bt.get("preprocess", 0.0),
+        times.update(decode=times.get("decode", 0.0) + t1 - t0,
+                     preprocess=bt.get("preprocess", 0.0),
                      inference=bt.get("inference", 0.0),
                      postprocess=bt.get("postprocess", 0.0) + (t3 - t2), publish=t4 - t3)
 
@@ -429,7 +438,9 @@ def main(args: list[str] | None = None) -> None:
         lifecycle.finish()
         lifecycle.exit(2)
     stop.defer()
-    executor = SingleThreadedExecutor()
+    # rclpy's C++ events executor: half the CPU per received frame of SingleThreadedExecutor's
+    # Python wait-set loop, taken from the cores inference needs (docs/depth_node.md, speed)
+    executor = EventsExecutor()
     executor.add_node(node)
     lifecycle.spin(executor, stop)
     node.stop(timeout=1.0)  # the worker may be inside one inference; do not wait for it
