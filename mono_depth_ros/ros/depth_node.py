@@ -29,6 +29,7 @@ from rclpy.qos import (HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
+from ..camera import Intrinsics
 from ..config import (BackendConfig, ConfigError, DepthNodeConfig, ScaleConfig, check_value,
                       from_dict)
 from ..timing import StageTimes
@@ -141,6 +142,7 @@ class DepthNode(Node):
         # --- subscriptions (sensor-data QoS: best effort, shallow, like camera drivers) ------
         self.slot = LatestSlot()
         self.camera_info: CameraInfo | None = None
+        self._camera_cache: tuple[CameraInfo, Intrinsics | None] | None = None
         # raw: the callback gets the serialized bytes; only the frame the worker takes is read
         # (image_from_cdr: a view, no Python message), so frames replaced in the slot cost ~nothing
         self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data,
@@ -258,7 +260,7 @@ class DepthNode(Node):
             self.get_logger().warning("images have an empty header.frame_id; depth keeps it "
                                       "empty (set the optical frame in the camera driver)")
         size = (cfg.output_height, cfg.output_width) if cfg.output_width else rgb.shape[:2]
-        result = self.backend.infer(rgb, size)
+        result = self.backend.infer(rgb, size, self._image_camera())
         t2 = time.perf_counter()
         info = self._matching_info(size, msg.header)
         K = camera_matrix(info) if info is not None else None
@@ -332,6 +334,25 @@ class DepthNode(Node):
         d[~((d >= cfg.min_depth) & (d <= cfg.max_depth))] = np.nan
         return d
 
+    def _image_camera(self) -> Intrinsics | None:
+        """The images' intrinsics from the latest camera_info, so the model sees them as its
+        own camera would (metres on any camera); None without camera_info (the images are then
+        taken to show the model's camera's view) or with ``camera_intrinsics`` off."""
+        info = self.camera_info
+        if info is None or not self.cfg.camera_intrinsics:
+            return None
+        cached = self._camera_cache
+        if cached is not None and cached[0] is info:
+            return cached[1]
+        try:
+            check_camera_info(info)
+            cam = Intrinsics.from_matrix(camera_matrix(info), info.width, info.height)
+        except ValueError as exc:  # CameraError is a ValueError
+            self._throttled_error(f"ignoring camera_info intrinsics: {exc}")
+            cam = None
+        self._camera_cache = (info, cam)
+        return cam
+
     def _matching_info(self, size: tuple[int, int], header) -> CameraInfo | None:
         """Latest camera_info scaled to the output size, with the image's header; None (warned
         once) when there is none or it is unusable."""
@@ -341,7 +362,8 @@ class DepthNode(Node):
                 self._warned_no_info = True
                 self.get_logger().warning(
                     "no camera_info received yet: publishing depth without depth/camera_info, "
-                    "depth/points and ground-plane scale")
+                    "depth/points and ground-plane scale, and taking the images to show the "
+                    "model's own camera's view (its metres assume KITTI's focal length)")
             return None
         try:
             check_camera_info(info)
