@@ -299,10 +299,13 @@ class DepthCascade(nn.Module):
 
 
 def count_flops(model: nn.Module, height: int, width: int) -> float:
-    """FLOPs of one forward pass (2 per multiply-add), via torch.utils.flop_counter."""
+    """FLOPs of one pass of what the exported graph computes (``predict``: depth, coarse depth
+    and the confidence where the model has the head; 2 per multiply-add)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     x = torch.zeros(1, 3, height, width)
+    run = getattr(model, "predict", model)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model.eval()(x)
+        model.eval()
+        run(x)
     return float(counter.get_total_flops())

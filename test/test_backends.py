@@ -233,7 +233,7 @@ def test_infer_reuses_buffers_but_results_stay_the_callers(ort_cpu, frames):
     assert not np.array_equal(first.fine, second.fine)
     # same numbers as a fresh session.run on freshly allocated arrays (coarse resized lazily)
     x = to_network_input(rgb1, *ort_cpu.input_size)
-    fine, coarse = ort_cpu.session.run(None, {"image": x})
+    fine, coarse = ort_cpu.session.run(None, {"image": x})[:2]  # (+ confidence: the head)
     np.testing.assert_array_equal(first.fine, to_camera_depth(fine, *rgb1.shape[:2]))
     np.testing.assert_array_equal(first.coarse, to_camera_depth(coarse, *rgb1.shape[:2]))
     assert set(ort_cpu.last_timing) == {"preprocess", "inference", "postprocess"}

@@ -42,7 +42,8 @@ def test_export_writes_checked_static_onnx(exported):
     assert inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert [d.dim_value for d in inp.type.tensor_type.shape.dim] == [1, 3, 192, 640]
     outs = {o.name: [d.dim_value for d in o.type.tensor_type.shape.dim] for o in proto.graph.output}
-    assert outs == {"depth": [1, 1, 192, 640], "coarse_depth": [1, 1, 192, 640]}
+    assert outs == {"depth": [1, 1, 192, 640], "coarse_depth": [1, 1, 192, 640],
+                    "confidence": [1, 1, 192, 640]}  # the shipped model has the head
     assert not [p for p in exported.parent.iterdir() if p.name.endswith(".tmp")]
 
 
