@@ -23,9 +23,8 @@ DOMAIN_ID = 83
 _stamps = itertools.count(1)
 
 
-@pytest.fixture(scope="module")
-def head_checkpoint(tmp_path_factory):
-    """A small model with the confidence head, its head moved off the flat start."""
+def _small_checkpoint(path, confidence: bool = True):
+    """A small model; with the head, the head is moved off its flat start."""
     import torch
 
     from mono_depth_ros.config import ModelConfig
@@ -33,12 +32,17 @@ def head_checkpoint(tmp_path_factory):
     from mono_depth_ros.networks import DepthCascade
 
     torch.manual_seed(0)
-    model = DepthCascade(ModelConfig(height=64, width=192))
-    torch.nn.init.normal_(model.fine.confidence[2].weight, std=0.05)
-    path = tmp_path_factory.mktemp("head") / "model.pt"
+    model = DepthCascade(ModelConfig(height=64, width=192, confidence=confidence))
+    if confidence:
+        torch.nn.init.normal_(model.fine.confidence[2].weight, std=0.05)
     save_checkpoint(path, {"model_config": asdict(model.cfg), "state_dict": model.state_dict(),
                            "stage": "fine", "meta": {}})
     return path
+
+
+@pytest.fixture(scope="module")
+def head_checkpoint(tmp_path_factory):
+    return _small_checkpoint(tmp_path_factory.mktemp("head") / "model.pt")
 
 
 def _start(tmp_path_factory, args):
@@ -136,11 +140,13 @@ def test_min_confidence_turns_low_confidence_depth_into_nan(head_node):
 
 
 def test_model_without_head_publishes_no_confidence_and_says_so_once(tmp_path_factory, head_node):
-    """The shipped checkpoint predates the head: no depth/confidence, depth untouched by
-    min_confidence, one warning line."""
+    """A checkpoint without the head (as every model before it): no depth/confidence, depth
+    untouched by min_confidence, one warning line."""
     head_node[1].close()  # one client per domain and process at a time
     head_node[0].kill()
-    proc, client = _start(tmp_path_factory, ["-p", "min_confidence:=0.5"])
+    old = _small_checkpoint(tmp_path_factory.mktemp("nohead") / "model.pt", confidence=False)
+    proc, client = _start(tmp_path_factory, ["-p", "min_confidence:=0.5",
+                                             "-p", f"checkpoint:={old}"])
     try:
         _subscribe_confidence(client)
         for _ in range(2):
