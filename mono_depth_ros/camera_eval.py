@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .camera import Intrinsics
-from .config import BackendConfig, EvalConfig
+from .config import EvalConfig
 from .kitti import KittiFormatError, read_rgb
 from .kitti_index import ground_truth, intrinsics
 from .metrics import score_frame
@@ -150,15 +150,12 @@ def to_markdown(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .backends.factory import add_backend_arguments, backend_from_arguments
     from .scale_eval import default_index_files, select_frames
 
     ap = argparse.ArgumentParser(prog="python -m mono_depth_ros.camera_eval",
                                  description=__doc__.splitlines()[0])
-    ap.add_argument("--backend", default="auto",
-                    choices=("auto", "tensorrt", "onnxruntime", "torch"))
-    ap.add_argument("--checkpoint", default="", help="checkpoint (default: the shipped model)")
-    ap.add_argument("--onnx", default="", help="ONNX model (onnxruntime / tensorrt)")
-    ap.add_argument("--threads", type=int, default=0, help="CPU threads (0 = library default)")
+    add_backend_arguments(ap)
     ap.add_argument("--list", nargs="+", default=None,
                     help="index.tsv files (default: ../shared/kitti/not_for_training/index.tsv, "
                          "frames of drives the model never trained on)")
@@ -166,7 +163,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from .backends.base import BackendUnavailable
-    from .backends.factory import create_backend
     from .config import ConfigError
     from .model_io import ModelLoadError
 
@@ -177,9 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             lists = [p for p in default_index_files() if "not_for_training" in p.parts] \
                 or default_index_files()
         frames = select_frames(lists, args.per_drive)
-        backend = create_backend(BackendConfig(
-            backend="onnxruntime" if args.onnx and args.backend == "auto" else args.backend,
-            checkpoint=args.checkpoint, onnx=args.onnx, threads=args.threads))
+        backend = backend_from_arguments(args)
         rows = evaluate(backend, frames, progress=sys.stderr.isatty())
     except (BackendUnavailable, ConfigError, ModelLoadError, KittiFormatError, OSError,
             ValueError) as exc:

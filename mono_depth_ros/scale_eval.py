@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import BackendConfig, EvalConfig, ScaleConfig
+from .config import EvalConfig, ScaleConfig
 from .kitti import KittiFormatError, read_rgb
 from .kitti_index import ground_truth, intrinsics, read_index
 from .metrics import score_frame
@@ -207,14 +207,11 @@ def failures(results: list[FrameResult]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .backends.factory import add_backend_arguments, backend_from_arguments
+
     ap = argparse.ArgumentParser(prog="python -m mono_depth_ros.scale_eval",
                                  description=__doc__.splitlines()[0])
-    ap.add_argument("--backend", default="auto",
-                    choices=("auto", "tensorrt", "onnxruntime", "torch"))
-    ap.add_argument("--checkpoint", default="", help="checkpoint (default: the shipped model)")
-    ap.add_argument("--onnx", default="", help="ONNX model (onnxruntime / tensorrt)")
-    ap.add_argument("--device", default="cpu", help="auto, cpu or cuda[:N]")
-    ap.add_argument("--threads", type=int, default=0, help="CPU threads (0 = library default)")
+    add_backend_arguments(ap)
     ap.add_argument("--list", nargs="+", default=None,
                     help="index.tsv files (default: ../shared/kitti/index.tsv and its "
                          "not_for_training/index.tsv, or data/kitti_sample/index.tsv)")
@@ -227,17 +224,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from .backends.base import BackendUnavailable
-    from .backends.factory import create_backend
     from .config import ConfigError
     from .model_io import ModelLoadError
 
     try:
         lists = [Path(p) for p in args.list] if args.list else default_index_files()
         frames = select_frames(lists, args.per_drive)
-        backend = None if args.input != "network" else create_backend(BackendConfig(
-            backend="onnxruntime" if args.onnx and args.backend == "auto" else args.backend,
-            checkpoint=args.checkpoint, onnx=args.onnx, device=args.device,
-            threads=args.threads))
+        backend = None if args.input != "network" else backend_from_arguments(args)
         results = evaluate(backend, frames, ScaleConfig(mode="ground_plane",
                                                         camera_height=args.camera_height),
                            progress=sys.stderr.isatty(), kind=args.input)

@@ -158,3 +158,21 @@ def create_backend(cfg: BackendConfig) -> DepthBackend:
                  f" (skipped: {'; '.join(skipped)})" if skipped else "")
         return backend
     raise BackendUnavailable("no backend can run here: " + "; ".join(skipped))
+
+
+def add_backend_arguments(ap) -> None:
+    """The model flags of the evaluation tools (scale_eval, camera_eval): --backend,
+    --checkpoint, --onnx, --device, --threads."""
+    ap.add_argument("--backend", default="auto",
+                    choices=("auto", "tensorrt", "onnxruntime", "torch"))
+    ap.add_argument("--checkpoint", default="", help="checkpoint (default: the shipped model)")
+    ap.add_argument("--onnx", default="", help="ONNX model (onnxruntime / tensorrt)")
+    ap.add_argument("--device", default="cpu", help="auto, cpu or cuda[:N]")
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads (0 = library default)")
+
+
+def backend_from_arguments(args) -> DepthBackend:
+    """The backend those flags ask for (an ONNX file alone means onnxruntime)."""
+    return create_backend(BackendConfig(
+        backend="onnxruntime" if args.onnx and args.backend == "auto" else args.backend,
+        checkpoint=args.checkpoint, onnx=args.onnx, device=args.device, threads=args.threads))
