@@ -154,3 +154,27 @@ def test_cuda_device_without_gpu_is_one_clear_error(tmp_path, capsys):
     rc = train.main(TINY + ["--out-dir", str(tmp_path), "--device", "cuda"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "torch.cuda.is_available() is False" in err and len(err.splitlines()) == 1
+
+
+def test_dense_ground_truth_can_be_left_out_of_training(tmp_path, train_list):
+    """max_gt_density: frames whose ground truth covers more of the image than that (the
+    interpolated dense maps of shared/kitti's 12 object frames) are not trained on."""
+    import numpy as np
+
+    from mono_depth_ros.config import ModelConfig
+    from training.options import TrainConfig
+
+    frames = [f for f in D.read_index(train_list, SAMPLE) if f.gt_kinds()]
+    cache = {f.frame_id: D.load_sample(f) for f in frames}
+    dense = cache[frames[0].frame_id]
+    dense.depth = np.where(dense.depth > 0, dense.depth, np.float32(20.0))  # 100 % covered
+    cfg = TrainConfig(out_dir=str(tmp_path), pretrained=False, threads=1, max_gt_density=0.5,
+                      test_scenes=str(SAMPLE / "splits/sfmlearner/test_scenes.txt"))
+    trainer = train.Trainer(cfg, ModelConfig(height=64, width=192), frames=(frames, []),
+                            sample_cache=cache)
+    kept = [s.frame.frame_id for s in trainer.train_samples]
+    assert frames[0].frame_id not in kept and len(kept) == len(frames) - 1
+    everything = train.Trainer(TrainConfig(out_dir=str(tmp_path), pretrained=False, threads=1),
+                               ModelConfig(height=64, width=192), frames=(frames, []),
+                               sample_cache=cache)
+    assert len(everything.train_samples) == len(frames)

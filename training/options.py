@@ -41,6 +41,10 @@ class TrainConfig:
     color: bool = opt(True, "random colour, brightness, contrast and gamma")
     max_zoom: float = opt(1.2, "random zoom crops up to this factor (depth divided by it)",
                           range=(1.0, 2.0))
+    max_gt_density: float = opt(1.0, "frames whose ground truth covers more than this share of "
+                                "the image are treated as interpolated (e.g. the 12 dense object "
+                                "frames of shared/kitti) and left out of training; 1 = keep all",
+                                range=(0.0, 1.0))
     camera_window: float = opt(0.3, "share of examples seen through a random smaller camera's "
                                "window of the canonical canvas (the rest padding), so cameras "
                                "with a narrower view than KITTI's keep their metres",
