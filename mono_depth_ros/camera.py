@@ -98,6 +98,7 @@ class CanvasMap:
     oy: int
     cw: int
     ch: int
+    horizon: float | None = None  # canvas row (continuous) of the canonical principal point
 
     @property
     def is_plain_resize(self) -> bool:
@@ -118,7 +119,8 @@ class CanvasMap:
         """The image enlarged ``s`` times about canvas point (px, py) (augmentation)."""
         rw, rh = max(1, round(self.rw * s)), max(1, round(self.rh * s))
         return CanvasMap(self.width, self.height, rw, rh, round(px - (px - self.ox) * rw / self.rw),
-                         round(py - (py - self.oy) * rh / self.rh), self.cw, self.ch)
+                         round(py - (py - self.oy) * rh / self.rh), self.cw, self.ch,
+                         self.horizon)
 
 
 def canvas_map(width: int, height: int, canonical: Intrinsics,
@@ -142,7 +144,7 @@ def canvas_map(width: int, height: int, canonical: Intrinsics,
     # principal points (continuous coordinates) onto each other
     ox = round((canonical.cx + 0.5) - (cam.cx + 0.5) * rw / width)
     oy = round((canonical.cy + 0.5) - (cam.cy + 0.5) * rh / height)
-    cmap = CanvasMap(width, height, rw, rh, ox, oy, cw, ch)
+    cmap = CanvasMap(width, height, rw, rh, ox, oy, cw, ch, canonical.cy + 0.5)
     if cmap.coverage() <= 0:
         raise CameraError(f"principal point ({cam.cx:.1f}, {cam.cy:.1f}) puts the whole "
                           f"{width}x{height} image off the network's canvas; check the intrinsics")
@@ -175,7 +177,10 @@ def from_canvas(values: np.ndarray, cmap: CanvasMap, log: bool = True,
     """Network-size values (ch x cw) -> float32 image-size values (height x width).
 
     ``log``: resample in log space (depth). Image pixels the network did not see take the
-    nearest seen value (``fill`` None) or ``fill`` (e.g. 0 confidence).
+    nearest seen value (``fill`` None) or ``fill`` (e.g. 0 confidence). Depth (``log``, no
+    ``fill``) below the canvas follows a flat road from the last seen row instead: depth falls
+    as 1 / (row - horizon), so a camera taller than the canvas gets near-road depth at its
+    bottom rather than the last row's copied.
     """
     import cv2
 
@@ -189,6 +194,8 @@ def from_canvas(values: np.ndarray, cmap: CanvasMap, log: bool = True,
         if any(border):
             if fill is None:
                 crop = cv2.copyMakeBorder(crop, *border, cv2.BORDER_REPLICATE)
+                if log and border[1] > 0 and cmap.horizon is not None:
+                    _road_below(crop, border[0] + (y1 - y0) - 1, y1 - 1, cmap.horizon)
             else:
                 fv = float(np.log(max(fill, 1e-6))) if log else float(fill)
                 crop = cv2.copyMakeBorder(crop, *border, cv2.BORDER_CONSTANT, value=fv)
@@ -198,6 +205,17 @@ def from_canvas(values: np.ndarray, cmap: CanvasMap, log: bool = True,
     elif not log:
         v = v.copy()
     return np.exp(v, out=v) if log else v
+
+
+def _road_below(logd: np.ndarray, last: int, last_row: int, horizon: float) -> None:
+    """In place: rows of ``logd`` after index ``last`` (canvas row ``last_row``, the last one the
+    network saw) get that row's log depth scaled as a flat road, depth ∝ 1 / (row - horizon),
+    with pixel centres in canvas rows and ``horizon`` the principal point's row."""
+    edge = last_row + 0.5 - horizon
+    if edge <= 0:  # the canvas ends above the horizon: no road to follow
+        return
+    rows = last_row + 0.5 + np.arange(1, logd.shape[0] - last, dtype=np.float32)
+    logd[last + 1:] = logd[last][None, :] + np.log(edge / (rows - horizon))[:, None]
 
 
 def seen_mask(cmap: CanvasMap) -> np.ndarray:

@@ -108,7 +108,8 @@ def test_from_canvas_inverts_to_canvas():
     conf = camera.from_canvas(np.ones_like(canvas), cmap, log=False, fill=0.0)
     assert np.all(conf[~seen] < 0.5) and np.all(conf[seen] > 0.5)
     depth = camera.from_canvas(canvas, cmap)
-    assert np.all(np.isfinite(depth)) and depth.min() >= 5.0 - 1e-3
+    assert np.all(np.isfinite(depth)) and depth.min() > 0
+    assert depth[0].min() >= 5.0 - 1e-3  # above the canvas: the nearest seen row
 
 
 def test_sparse_depth_keeps_its_values():
@@ -184,3 +185,25 @@ def test_predict_fx_brings_a_crop_to_the_model_camera(tmp_path):
     bad = predict("crop.png", "--fx", "-3")
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     assert "focal" in bad.stderr
+
+
+def test_rows_below_the_canvas_follow_the_road():
+    """A camera taller than the canvas (1600x900 at fx 1266, a common automotive camera): its
+    bottom rows are not seen; their depth continues a flat road (depth ∝ 1 / (row - horizon))
+    from the last seen row instead of copying it."""
+    cam = Intrinsics(1266.0, 1266.0, 799.5, 449.5, 1600, 900)
+    cmap = camera.canvas_map(1600, 900, CANON, cam)
+    assert cmap.oy < 0 and cmap.oy + cmap.rh > CANON.height  # cut at top and bottom
+    h = CANON.cy + 0.5
+    rows = np.arange(CANON.height, dtype=np.float32) + 0.5
+    road = np.where(rows > h + 1, 1.65 * CANON.fy / np.maximum(rows - h, 1e-3), 80.0)
+    canvas = np.repeat(road[:, None], CANON.width, axis=1).astype(np.float32)
+    depth = camera.from_canvas(canvas, cmap)
+    # the image's bottom row, seen by a camera fy = 1266 at 1.65 m: depth = 1.65 fy / (v - cy)
+    v = 899.0
+    expected = 1.65 * cam.fy / (v + 0.5 - (cam.cy + 0.5))
+    assert depth[899, 800] == pytest.approx(expected, rel=0.03)
+    assert depth[899, 800] < 0.8 * canvas[-1, 320]  # nearer than the last seen row
+    # confidence there is 0: the network did not see it
+    conf = camera.from_canvas(np.ones_like(canvas), cmap, log=False, fill=0.0)
+    assert conf[899, 800] == 0.0 and conf[450, 800] == 1.0
