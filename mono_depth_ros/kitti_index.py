@@ -1,10 +1,11 @@
 """Frames of a ``shared/kitti``-style ``index.tsv`` for runtime checks: image, ground truth, K.
 
-The runtime package must not import ``training/`` (it is not installed), so this reads the
-subset that evaluation tools need (``scale_eval``): the rows' image, their ground truth in metres
-(depth PNG, projected velodyne scan, KITTI ``velodyne_raw`` PNG or stereo disparity, the best one
-present) and the intrinsics of the camera that took the image. ``training.data`` is the full
-reader (augmentation, the Eigen test-scene guard).
+The one reader of index rows: the runtime's evaluation tools (``scale_eval``, ``camera_eval``,
+``int8_eval``) use it directly, and ``training.data.Frame`` extends its rows with what training
+needs (right-view ground truth, drive groups; augmentation and the Eigen test-scene guard live
+there). It gives the rows' image, their ground truth in metres (depth PNG, projected velodyne
+scan, KITTI ``velodyne_raw`` PNG or stereo disparity, the best one present) and the intrinsics
+of the camera that took the image.
 """
 
 from __future__ import annotations
@@ -36,11 +37,13 @@ class IndexFrame:
     gt_png: Path | None = None
     velodyne_raw_png: Path | None = None
     disparity_png: Path | None = None
+    rgb_right: Path | None = None    # image_03 of the same instant, where the list has it
 
     @property
     def camera(self) -> int:
         """2 for the left colour camera, 3 for the right one (image_03 / image_3 rows)."""
-        return 3 if "image_03" in self.frame_id or "image_3" in self.rgb.parts else 2
+        right = "image_03" in self.frame_id or {"image_03", "image_3"} & set(self.rgb.parts)
+        return 3 if right else 2
 
 
 def read_index(path: str | Path, root: str | Path | None = None) -> list[IndexFrame]:
@@ -65,19 +68,32 @@ def read_index(path: str | Path, root: str | Path | None = None) -> list[IndexFr
         calib=tuple(root / c for c in r["calib"].split(";") if c and c != "-"),
         drive=drive_of(r.get("raw_drive") or ""), velodyne=opt(r.get("velodyne")),
         gt_png=opt(r.get("gt_depth_png")), velodyne_raw_png=opt(r.get("velodyne_raw_png")),
-        disparity_png=opt(r.get("gt_disparity_png"))) for r in rows]
+        disparity_png=opt(r.get("gt_disparity_png")), rgb_right=opt(r.get("rgb_right")))
+        for r in rows]
+
+
+def projection_matrix(frame: IndexFrame) -> np.ndarray | None:
+    """3x4 rectified P of the frame's camera (``P_rect_0N`` of raw and stereo calibration,
+    ``PN`` of object calibration) from its first calibration file; None where it has none."""
+    if not frame.calib:
+        return None
+    calib = read_calib_file(frame.calib[0])
+    cam = frame.camera
+    for key in (f"P_rect_0{cam}", f"P{cam}"):
+        if key in calib and calib[key].size == 12:
+            return calib[key].reshape(3, 4).astype(np.float64)
+    return None
 
 
 def intrinsics(frame: IndexFrame) -> np.ndarray:
     """3x3 K of the frame's camera from its first calibration file (raw, object or stereo)."""
     if not frame.calib:
         raise KittiFormatError(f"{frame.frame_id}: no calibration file")
-    calib = read_calib_file(frame.calib[0])
-    cam = frame.camera
-    for key in (f"P_rect_0{cam}", f"P{cam}"):
-        if key in calib and calib[key].size == 12:
-            return calib[key].reshape(3, 4)[:, :3].astype(np.float64)
-    raise KittiFormatError(f"{frame.calib[0]}: no P_rect_0{cam} / P{cam} projection matrix")
+    P = projection_matrix(frame)
+    if P is None:
+        cam = frame.camera
+        raise KittiFormatError(f"{frame.calib[0]}: no P_rect_0{cam} / P{cam} projection matrix")
+    return P[:, :3].copy()
 
 
 def ground_truth(frame: IndexFrame, height: int, width: int) -> tuple[np.ndarray, str]:

@@ -10,17 +10,17 @@ Two list formats are read:
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
-from mono_depth_ros import camera, geometry, kitti
+from mono_depth_ros import camera, geometry, kitti, kitti_index
 from mono_depth_ros.camera import Intrinsics
 from mono_depth_ros.kitti import KittiFormatError
+from mono_depth_ros.kitti_index import IndexFrame
 
 log = logging.getLogger(__name__)
 
@@ -32,19 +32,10 @@ class TestSceneError(ValueError):
 
 
 @dataclass(frozen=True)
-class Frame:
-    """One RGB frame and where its ground truth comes from."""
+class Frame(IndexFrame):
+    """One RGB frame and where its ground truth comes from: an ``index.tsv`` row as the runtime
+    reads it (``kitti_index.IndexFrame``) plus what training needs of its right camera."""
 
-    frame_id: str
-    rgb: Path
-    calib_format: str            # raw | object | stereo
-    calib: tuple[Path, ...]
-    drive: str | None            # raw drive name, None where unknown
-    velodyne: Path | None = None
-    gt_png: Path | None = None
-    velodyne_raw_png: Path | None = None
-    disparity_png: Path | None = None
-    rgb_right: Path | None = None    # image_03 of the same instant, where the list has it
     gt_png_right: Path | None = None  # its ground truth (annotated or velodyne_raw, image_03)
 
     @property
@@ -68,10 +59,6 @@ class Frame:
         return [k for k in GT_KINDS if have[k] is not None]
 
 
-def _opt(root: Path, value: str) -> Path | None:
-    return None if value in ("", "-") else root / value
-
-
 def _right_gt(*left_gt: Path | None) -> Path | None:
     """The image_03 twin of a left ground-truth PNG (KITTI's depth-benchmark layout), if present."""
     for p in left_gt:
@@ -83,36 +70,11 @@ def _right_gt(*left_gt: Path | None) -> Path | None:
 
 
 def read_index(path: str | Path, root: str | Path | None = None) -> list[Frame]:
-    """Frames of an ``index.tsv`` (paths relative to ``root``, default the file's folder)."""
-    path = Path(path)
-    root = Path(root) if root else path.parent
-    if not path.is_file():
-        raise KittiFormatError(f"frame list not found: {path}")
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    need = {"format", "frame_id", "rgb", "velodyne", "calib", "gt_depth_png", "raw_drive"}
-    if rows and not need <= set(rows[0]):
-        raise KittiFormatError(f"{path}: missing columns {sorted(need - set(rows[0]))}")
-    frames = []
-    for row in rows:
-        gt_png = _opt(root, row.get("gt_depth_png", "-"))
-        vraw = _opt(root, row.get("velodyne_raw_png", "-"))
-        frames.append(Frame(
-            frame_id=row["frame_id"],
-            rgb=root / row["rgb"],
-            calib_format=row["format"],
-            calib=tuple(root / c for c in row["calib"].split(";") if c and c != "-"),
-            drive=kitti.drive_of(row.get("raw_drive", "")),
-            velodyne=_opt(root, row.get("velodyne", "-")),
-            gt_png=gt_png,
-            velodyne_raw_png=vraw,
-            disparity_png=_opt(root, row.get("gt_disparity_png", "-")),
-            rgb_right=_opt(root, row.get("rgb_right", "-") or "-"),
-            gt_png_right=_right_gt(gt_png, vraw),
-        ))
-    if not frames:
-        raise KittiFormatError(f"{path}: the frame list is empty")
-    return frames
+    """Frames of an ``index.tsv`` (paths relative to ``root``, default the file's folder): the
+    runtime's reader (``kitti_index``), plus the right view's ground truth where it exists."""
+    return [Frame(**{f.name: getattr(row, f.name) for f in fields(IndexFrame)},
+                  gt_png_right=_right_gt(row.gt_png, row.velodyne_raw_png))
+            for row in kitti_index.read_index(path, root)]
 
 
 def read_split_frames(path: str | Path, data_root: str | Path,
@@ -240,18 +202,8 @@ def frame_intrinsics(frame: Frame, width: int, height: int) -> Intrinsics | None
     """The frame's camera (rectified P of image_02, or image_03 for right views) from its
     calibration file; None where the calibration does not say (the canonical camera is assumed).
     """
-    if not frame.calib:
-        return None
-    right = bool({"image_03", "image_3"} & set(frame.rgb.parts))
-    key = {"raw": f"P_rect_0{3 if right else 2}", "stereo": f"P_rect_0{3 if right else 2}",
-           "object": "P3" if right else "P2", "object_misc": "P3" if right else "P2"
-           }.get(frame.calib_format)
-    if key is None:
-        return None
-    P = kitti.read_calib_file(frame.calib[0]).get(key)
-    if P is None or P.size != 12:
-        return None
-    return Intrinsics.from_matrix(P.reshape(3, 4), width, height)
+    P = kitti_index.projection_matrix(frame)
+    return None if P is None else Intrinsics.from_matrix(P, width, height)
 
 
 @dataclass
