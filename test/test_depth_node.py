@@ -154,6 +154,22 @@ def test_another_camera_is_brought_to_the_model_camera_by_its_camera_info(node, 
     assert np.median(plain / depth) < 0.8  # stretched: everything looks nearer
 
 
+def test_impossible_intrinsics_are_logged_and_the_frame_still_answered(node, client):
+    """A camera_info whose principal point puts the image off the model's canvas: one error
+    line, and the frame is answered as without intrinsics instead of failing."""
+    info = kitti_info_msg()
+    P = np.asarray(info.p, dtype=np.float64).reshape(3, 4).copy()
+    P[0, 2] = 50000.0
+    info.p = P.reshape(-1)
+    start = len(node.log())
+    stamp = next_stamp()
+    client.publish(kitti_image_msg(FRAMES[0]), info, stamp)
+    got = client.wait_for("depth", stamp, 60)
+    assert got is not None, f"frame dropped; node log:\n{node.log()[-2000:]}"
+    assert node.wait_log("ignoring camera_info intrinsics", 5, start), node.log()[-2000:]
+    assert np.isfinite(depth_array(got[1])).mean() > 0.5
+
+
 def test_depth_camera_info_takes_the_image_header(node, client):
     info = kitti_info_msg()
     info.header.stamp.sec, info.header.frame_id = 7, "calibration_time_frame"

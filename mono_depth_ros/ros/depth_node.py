@@ -344,9 +344,9 @@ class DepthNode(Node):
         cached = self._camera_cache
         if cached is not None and cached[0] is info:
             return cached[1]
-        try:
-            check_camera_info(info)
+        try:  # checked here, once per camera_info, so a bad one never fails a frame
             cam = Intrinsics.from_matrix(camera_matrix(info), info.width, info.height)
+            self.backend.canvas_map(info.width, info.height, cam)
         except ValueError as exc:  # CameraError is a ValueError
             self._throttled_error(f"ignoring camera_info intrinsics: {exc}")
             cam = None
