@@ -154,6 +154,39 @@ def test_another_camera_is_brought_to_the_model_camera_by_its_camera_info(node, 
     assert np.median(plain / depth) < 0.8  # stretched: everything looks nearer
 
 
+def test_camera_info_arriving_after_its_image_is_paired_by_stamp(node, client):
+    """The worker takes an image as soon as it is free, possibly before the executor has read
+    the camera_info sent with it: after frames with paired stamps, the node waits briefly for
+    the image's own camera_info instead of using the previous camera's."""
+    from mono_depth_ros.kitti import read_rgb
+    from mono_depth_ros.ros.conversions import rgb_to_image
+
+    x0, y0, cw, ch = 200, 60, 700, 250
+    crop = np.ascontiguousarray(read_rgb(FRAMES[0])[y0:y0 + ch, x0:x0 + cw])
+    info = kitti_info_msg(cw, ch)
+    P = np.asarray(info.p, dtype=np.float64).reshape(3, 4).copy()
+    P[0, 2] -= x0
+    P[1, 2] -= y0
+    info.p = P.reshape(-1)
+    info.k = P[:, :3].reshape(-1)
+    stamp = next_stamp()
+    client.publish(rgb_to_image(crop), info, stamp)  # the pair, camera_info first
+    paired = client.wait_for("depth", stamp, 60)
+    assert paired is not None, f"no depth; node log:\n{node.log()[-2000:]}"
+    send_good(client, node)  # then the full KITTI camera: the newest camera_info
+    stamp = next_stamp()
+    image = rgb_to_image(crop)
+    client.publish(image, None, stamp)
+    time.sleep(0.02)
+    info.header = image.header  # its own camera_info, 20 ms after the image
+    client.pub_info.publish(info)
+    late = client.wait_for("depth", stamp, 60)
+    assert late is not None, f"no depth; node log:\n{node.log()[-2000:]}"
+    np.testing.assert_allclose(depth_array(late[1]), depth_array(paired[1]), rtol=1e-5)
+    got = client.wait_for("depth/camera_info", stamp, 5)
+    assert got is not None and got[1].p[2] == pytest.approx(P[0, 2])
+
+
 def test_impossible_intrinsics_are_logged_and_the_frame_still_answered(node, client):
     """A camera_info whose principal point puts the image off the model's canvas: one error
     line, and the frame is answered as without intrinsics instead of failing."""

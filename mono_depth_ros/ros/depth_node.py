@@ -4,8 +4,9 @@ A thin adapter over the ROS-free core: the backend (``backends.factory``) turns 
 depth; this file only moves messages. Read top to bottom: parameters, subscriptions, publications,
 the one image callback (stores the newest frame), the one worker (infers and publishes).
 
-The callback never blocks: it puts the frame in a one-frame slot and a newer frame replaces an
-unprocessed one (counted as dropped), so latency stays bounded when the camera outruns the model.
+The worker pulls the newest image when it is free (``newest_message``: DDS keeps only the newest
+sample, the executor never copies frames the worker will not process); older unprocessed frames
+are counted as dropped, so latency stays bounded when the camera outruns the model.
 See docs/depth_node.md for topics, parameters, QoS and the Fast DDS profile for large images.
 """
 
@@ -36,8 +37,11 @@ from ..timing import StageTimes
 from .conversions import (ImageFormatError, bgr_image, camera_matrix, check_camera_info,
                           depth_to_cdr, depth_to_image_mm, image_from_cdr, image_to_rgb,
                           points_to_cloud, scale_camera_info)
+from .newest_message import NewestMessage
 
 NODE_NAME = "depth_node"
+INFO_HISTORY = 16  # camera_info messages kept by stamp, to pair with images
+INFO_WAIT = 0.1  # seconds an image waits for its camera_info once they have come in pairs
 # (parameter prefix, dataclass, every field read-only?) — one parameter per dataclass field.
 PARAMETER_GROUPS = (("", DepthNodeConfig, False), ("", BackendConfig, True),
                     ("scale.", ScaleConfig, False))
@@ -81,36 +85,6 @@ def make_scaler(cfg: ScaleConfig):
     return GroundPlaneScaler(cfg)
 
 
-class LatestSlot:
-    """Holds only the newest frame for the worker; a replaced frame counts as dropped."""
-
-    def __init__(self):
-        self._cond = threading.Condition()
-        self._item = None
-        self._closed = False
-        self.dropped = 0
-
-    def put(self, item) -> None:
-        with self._cond:
-            if self._item is not None:
-                self.dropped += 1
-            self._item = item
-            self._cond.notify()
-
-    def take(self, timeout: float = 0.5):
-        """The newest frame, or None after ``timeout`` or once closed."""
-        with self._cond:
-            if self._item is None and not self._closed:
-                self._cond.wait(timeout)
-            item, self._item = self._item, None
-            return None if self._closed else item
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-
 class DepthNode(Node):
     """Subscribes image + camera_info, publishes depth, depth/camera_info and optional extras."""
 
@@ -140,13 +114,14 @@ class DepthNode(Node):
         self.get_logger().info(f"backend: {self.backend.describe()}")
 
         # --- subscriptions (sensor-data QoS: best effort, shallow, like camera drivers) ------
-        self.slot = LatestSlot()
-        self.camera_info: CameraInfo | None = None
-        self._camera_cache: tuple[CameraInfo, Intrinsics | None] | None = None
-        # raw: the callback gets the serialized bytes; only the frame the worker takes is read
-        # (image_from_cdr: a view, no Python message), so frames replaced in the slot cost ~nothing
-        self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data,
-                                 raw=True)
+        self.camera_info: CameraInfo | None = None  # the newest
+        self._infos: dict[int, CameraInfo] = {}  # recent ones by stamp (ns), oldest first
+        self._info_cond = threading.Condition()
+        self._info_by_stamp = False  # images have found camera_info with their own stamp
+        self._camera_cache: tuple[tuple, Intrinsics | None] | None = None
+        # pulled by the worker when it is free, raw (image_from_cdr reads it in place): a frame
+        # that a newer one replaces before then is never copied out of DDS
+        self.images = NewestMessage(self, Image, "image", qos_profile_sensor_data, raw=True)
         self.create_subscription(CameraInfo, "camera_info", self._on_camera_info,
                                  qos_profile_sensor_data)
 
@@ -166,7 +141,7 @@ class DepthNode(Node):
 
         # --- statistics and the worker -----------------------------------------------------
         self.stats_lock = threading.Lock()
-        self.frames_in = self.frames_out = self.rejected = self.failed = 0
+        self.frames_out = self.rejected = self.failed = 0
         self.latencies: deque[float] = deque(maxlen=1000)
         self.stages = StageTimes()  # per-stage seconds of recent frames (diagnostics)
         self.stage_totals: dict[str, float] = {}  # cumulative seconds per stage (benchmarks)
@@ -204,23 +179,38 @@ class DepthNode(Node):
         self.cfg, self.scale_cfg, self.scaler = cfg, scale_cfg, scaler
         return SetParametersResult(successful=True)
 
-    # --- the one image callback: cheap, never blocks ---------------------------------------
-    def _on_image(self, data: bytes) -> None:
-        with self.stats_lock:
-            self.frames_in += 1
-        self.slot.put((data, time.monotonic()))
-
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        self.camera_info = msg
+        with self._info_cond:
+            self.camera_info = msg
+            self._infos[stamp_ns(msg.header)] = msg
+            while len(self._infos) > INFO_HISTORY:
+                del self._infos[next(iter(self._infos))]
+            self._info_cond.notify_all()
+
+    def _info_for(self, header) -> CameraInfo | None:
+        """The camera_info with the image's stamp, as a camera driver publishes them in pairs
+        (image_transport's CameraSubscriber pairs them the same way); it may arrive just after
+        the image, so while pairs have been found, wait up to INFO_WAIT s for it. Otherwise
+        (a driver with other stamps, or none yet) the newest."""
+        key = stamp_ns(header)
+        with self._info_cond:
+            info = self._infos.get(key)
+            if info is None and self._info_by_stamp:
+                self._info_cond.wait_for(lambda: key in self._infos or self._stopping.is_set(),
+                                         INFO_WAIT)
+                info = self._infos.get(key)
+            self._info_by_stamp = info is not None
+            return info if info is not None else self.camera_info
 
     # --- the one worker: newest frame -> depth -> publish -----------------------------------
     def _work(self) -> None:
         while not self._stopping.is_set():
-            item = self.slot.take()
+            item = self.images.take()
             if item is None:
                 continue
-            data, t_recv = item
-            times = {"wait": time.monotonic() - t_recv}  # in the slot, behind the previous frame
+            data, t_recv = item  # DDS's reception time, ns (system clock)
+            # waited in DDS behind the previous frame
+            times = {"wait": max(0.0, (time.time_ns() - t_recv) * 1e-9)}
             msg = None
             try:
                 t0 = time.perf_counter()
@@ -243,7 +233,7 @@ class DepthNode(Node):
                 continue
             with self.stats_lock:
                 self.frames_out += 1
-                self.latencies.append(time.monotonic() - t_recv)
+                self.latencies.append(max(0.0, (time.time_ns() - t_recv) * 1e-9))
                 self.stages.update(times)
                 for k, v in times.items():
                     self.stage_totals[k] = self.stage_totals.get(k, 0.0) + v
@@ -260,9 +250,12 @@ class DepthNode(Node):
             self.get_logger().warning("images have an empty header.frame_id; depth keeps it "
                                       "empty (set the optical frame in the camera driver)")
         size = (cfg.output_height, cfg.output_width) if cfg.output_width else rgb.shape[:2]
-        result = self.backend.infer(rgb, size, self._image_camera())
+        t_info = time.perf_counter()
+        camera_info = self._info_for(msg.header)
+        times["wait"] += time.perf_counter() - t_info  # (for its camera_info, if it was late)
+        result = self.backend.infer(rgb, size, self._image_camera(camera_info))
         t2 = time.perf_counter()
-        info = self._matching_info(size, msg.header)
+        info = self._matching_info(camera_info, size, msg.header)
         K = camera_matrix(info) if info is not None else None
         scale, scaler = 1.0, self.scaler  # one read: a parameter change may replace it
         if scaler is not None and K is not None:
@@ -334,15 +327,15 @@ class DepthNode(Node):
         d[~((d >= cfg.min_depth) & (d <= cfg.max_depth))] = np.nan
         return d
 
-    def _image_camera(self) -> Intrinsics | None:
-        """The images' intrinsics from the latest camera_info, so the model sees them as its
-        own camera would (metres on any camera); None without camera_info (the images are then
+    def _image_camera(self, info: CameraInfo | None) -> Intrinsics | None:
+        """The image's intrinsics from its camera_info, so the model sees them as its own
+        camera would (metres on any camera); None without camera_info (the images are then
         taken to show the model's camera's view) or with ``camera_intrinsics`` off."""
-        info = self.camera_info
         if info is None or not self.cfg.camera_intrinsics:
             return None
+        key = (info.width, info.height, tuple(info.k), tuple(info.p))
         cached = self._camera_cache
-        if cached is not None and cached[0] is info:
+        if cached is not None and cached[0] == key:
             return cached[1]
         try:  # checked here, once per camera_info, so a bad one never fails a frame
             cam = Intrinsics.from_matrix(camera_matrix(info), info.width, info.height)
@@ -350,13 +343,13 @@ class DepthNode(Node):
         except ValueError as exc:  # CameraError is a ValueError
             self._throttled_error(f"ignoring camera_info intrinsics: {exc}")
             cam = None
-        self._camera_cache = (info, cam)
+        self._camera_cache = (key, cam)
         return cam
 
-    def _matching_info(self, size: tuple[int, int], header) -> CameraInfo | None:
-        """Latest camera_info scaled to the output size, with the image's header; None (warned
-        once) when there is none or it is unusable."""
-        info = self.camera_info
+    def _matching_info(self, info: CameraInfo | None, size: tuple[int, int],
+                       header) -> CameraInfo | None:
+        """The image's camera_info scaled to the output size, with the image's header; None
+        (warned once) when there is none or it is unusable."""
         if info is None:
             if not self._warned_no_info:
                 self._warned_no_info = True
@@ -385,9 +378,10 @@ class DepthNode(Node):
     def _publish_diagnostics(self) -> None:
         """One DiagnosticStatus: backend, rates, latency percentiles, dropped / rejected frames."""
         now = time.monotonic()
+        dropped = self.images.skipped
+        n_in = self.images.taken + dropped
         with self.stats_lock:
-            n_in, n_out, rejected, failed = (self.frames_in, self.frames_out, self.rejected,
-                                             self.failed)
+            n_out, rejected, failed = self.frames_out, self.rejected, self.failed
             lat = np.array(self.latencies, dtype=np.float64)
             stages = self.stages.summary()
             totals = dict(self.stage_totals)
@@ -405,7 +399,7 @@ class DepthNode(Node):
         values = {"backend": self.backend.describe(), "input_rate_hz": (n_in - in0) / dt,
                   "output_rate_hz": (n_out - out0) / dt, "latency_p50_ms": p50,
                   "latency_p99_ms": p99, "frames_in": n_in, "frames_out": n_out,
-                  "dropped_frames": self.slot.dropped, "rejected_frames": rejected,
+                  "dropped_frames": dropped, "rejected_frames": rejected,
                   "failed_frames": failed, "camera_info": self.camera_info is not None,
                   "scale_mode": self.scale_cfg.mode,
                   "scale": getattr(self.scaler, "scale", None) or 1.0,
@@ -426,9 +420,14 @@ class DepthNode(Node):
     def stop(self, timeout: float = 1.0) -> bool:
         """Stop the worker; True when it finished within ``timeout`` seconds."""
         self._stopping.set()
-        self.slot.close()
         self.worker.join(timeout)
+        self.images.close()  # (a worker still inside an inference then takes nothing more)
         return not self.worker.is_alive()
+
+
+def stamp_ns(header) -> int:
+    """A header's stamp in nanoseconds (the key that pairs an image with its camera_info)."""
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
 
 
 def rgb_at(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:

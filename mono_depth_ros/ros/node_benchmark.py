@@ -15,7 +15,7 @@ rates across runs. This process shares the node's cores, so it publishes images 
 Per rate it reports throughput, the ratio, drops, end-to-end latency p50 / p99 (publish ->
 depth received), the node's RSS after warm-up and at the end, the CPU time of the node and of
 this process (publisher and subscriber share the node's cores), and the node's own per-stage
-times (wait in the one-frame slot, decode, pre-process, inference, post-process, publish) from
+times (wait: received -> taken by the worker, decode, pre-process, inference, post-process, publish) from
 the running totals in its /diagnostics, next to the bare stages. Prints Markdown tables (and
 ``--json``). Uses loopback-only discovery and the large-image profile.
 """
@@ -452,8 +452,8 @@ def main(argv: list[str] | None = None) -> int:
           "bytes (stamp patched), depth received raw (stamp read), so this process costs the "
           "node's cores little.\n")
     print(table(runs))
-    print("\nPer stage (ms, p50 / mean, share of the sum of means; wait = time in the node's "
-          "one-frame slot behind the frame being processed):\n")
+    print("\nPer stage (ms, p50 / mean, share of the sum of means; wait = received by DDS -> "
+          "taken by the node's worker, behind the frame being processed):\n")
     print(stage_table(runs))
     if args.json:
         Path(args.json).write_text(json.dumps({"bare_first": first, "runs": [

@@ -1,0 +1,81 @@
+"""Take only the newest message of a topic, when the consumer is ready for it.
+
+depth_node's worker needs one image per inference while a camera may send several. A normal
+subscription has the executor take (copy into Python) every message and the node then throws
+most away; here the executor never sees the subscription: DDS keeps the newest sample (keep last
+1) and the worker takes it when it is free, so a frame it will not process costs no copy, no
+Python callback and no GIL. Skipped frames are counted from the publishers' sequence numbers.
+
+Uses rclpy's own building blocks (``_rclpy.Subscription``, ``_rclpy.WaitSet``), as
+``rclpy.wait_for_message`` does; names are resolved and remapped by rcl as for any subscription.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
+from rclpy.qos import HistoryPolicy, QoSProfile
+
+
+class NewestMessage:
+    """A subscription (keep last 1) that one consumer thread pulls from with ``take``."""
+
+    def __init__(self, node, msg_type, topic: str, qos: QoSProfile, raw: bool = True):
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                         reliability=qos.reliability, durability=qos.durability)
+        msg_type.__class__.__import_type_support__()  # as Node.create_subscription does
+        with node.handle:
+            self._sub = _rclpy.Subscription(node.handle, msg_type, topic,
+                                            qos.get_c_qos_profile())
+        self._wait_set = _rclpy.WaitSet(1, 0, 0, 0, 0, 0, node.context.handle)
+        self._type, self._raw = msg_type, raw
+        self._last_seq: dict[bytes, int] = {}  # publisher gid -> last sequence number taken
+        self._lock = threading.Lock()  # take vs close
+        self._closed = False
+        self.taken = 0
+        self.skipped = 0  # published (by a publisher seen before) but never taken
+
+    @property
+    def topic(self) -> str:
+        """The resolved (and remapped) topic name."""
+        return self._sub.get_topic_name()
+
+    def take(self, timeout: float = 0.2):
+        """``(message, received_ns)`` of the newest message, waiting up to ``timeout`` seconds
+        for one; None on timeout or once closed. ``received_ns`` is DDS's reception time
+        (system clock, ns), or the take time where the middleware gives none."""
+        with self._lock:
+            if self._closed:
+                return None
+            with self._sub, self._wait_set:
+                taken = self._sub.take_message(self._type, self._raw)
+                if taken is None:
+                    self._wait_set.clear_entities()
+                    self._wait_set.add_subscription(self._sub)
+                    self._wait_set.wait(int(timeout * 1e9))  # releases the GIL
+                    taken = self._sub.take_message(self._type, self._raw)
+        if taken is None:
+            return None
+        msg, info = taken
+        self._count(info)
+        return msg, info.get("received_timestamp") or time.time_ns()
+
+    def _count(self, info: dict) -> None:
+        gid = bytes(info.get("publisher_gid", {}).get("data", b""))
+        seq = info.get("publication_sequence_number")
+        if isinstance(seq, int) and seq > 0:
+            last = self._last_seq.get(gid)
+            if last is not None and seq > last:
+                self.skipped += seq - last - 1
+            self._last_seq[gid] = seq
+        self.taken += 1
+
+    def close(self) -> None:
+        """Destroy the subscription (after a ``take`` in progress returns)."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._wait_set.destroy_when_not_in_use()
+                self._sub.destroy_when_not_in_use()
