@@ -4,9 +4,10 @@ A thin adapter over the ROS-free core: the backend (``backends.factory``) turns 
 depth; this file only moves messages. Read top to bottom: parameters, subscriptions, publications,
 the one image callback (stores the newest frame), the one worker (infers and publishes).
 
-The worker pulls the newest image when it is free (``newest_message``: DDS keeps only the newest
-sample, the executor never copies frames the worker will not process); older unprocessed frames
-are counted as dropped, so latency stays bounded when the camera outruns the model.
+The worker pulls the newest image when it is free (``pulled_subscription``: DDS keeps only the
+newest sample, the executor never copies frames the worker will not process), and its camera_info
+by stamp; older unprocessed frames are counted as dropped, so latency stays bounded when the
+camera outruns the model.
 See docs/depth_node.md for topics, parameters, QoS and the Fast DDS profile for large images.
 """
 
@@ -37,7 +38,7 @@ from ..timing import StageTimes
 from .conversions import (ImageFormatError, bgr_image, camera_matrix, check_camera_info,
                           depth_to_cdr, depth_to_image_mm, image_from_cdr, image_to_rgb,
                           points_to_cloud, scale_camera_info)
-from .newest_message import NewestMessage
+from .pulled_subscription import PulledSubscription
 
 NODE_NAME = "depth_node"
 INFO_HISTORY = 16  # camera_info messages kept by stamp, to pair with images
@@ -114,16 +115,18 @@ class DepthNode(Node):
         self.get_logger().info(f"backend: {self.backend.describe()}")
 
         # --- subscriptions (sensor-data QoS: best effort, shallow, like camera drivers) ------
-        self.camera_info: CameraInfo | None = None  # the newest
+        self.camera_info: CameraInfo | None = None  # the newest the worker has taken
         self._infos: dict[int, CameraInfo] = {}  # recent ones by stamp (ns), oldest first
-        self._info_cond = threading.Condition()
         self._info_by_stamp = False  # images have found camera_info with their own stamp
         self._camera_cache: tuple[tuple, Intrinsics | None] | None = None
-        # pulled by the worker when it is free, raw (image_from_cdr reads it in place): a frame
-        # that a newer one replaces before then is never copied out of DDS
-        self.images = NewestMessage(self, Image, "image", qos_profile_sensor_data, raw=True)
-        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info,
-                                 qos_profile_sensor_data)
+        # both pulled by the worker when it is free (not served by the executor): the newest
+        # image, raw (image_from_cdr reads it in place), so a frame that a newer one replaces
+        # before then is never copied out of DDS; and the camera_info messages since the last
+        # frame, kept by stamp to pair with it
+        self.images = PulledSubscription(self, Image, "image", qos_profile_sensor_data,
+                                         depth=1, raw=True)
+        self.infos = PulledSubscription(self, CameraInfo, "camera_info",
+                                        qos_profile_sensor_data, depth=INFO_HISTORY)
 
         # --- publications (reliable, so recorders and RViz get every depth image) ------------
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.cfg.qos_depth,
@@ -179,13 +182,17 @@ class DepthNode(Node):
         self.cfg, self.scale_cfg, self.scaler = cfg, scale_cfg, scaler
         return SetParametersResult(successful=True)
 
-    def _on_camera_info(self, msg: CameraInfo) -> None:
-        with self._info_cond:
+    def _take_infos(self, timeout: float = 0.0) -> None:
+        """Take the camera_info messages DDS holds (waiting up to ``timeout`` s for the
+        first), newest last."""
+        got = self.infos.take(timeout)
+        while got is not None:
+            msg = got[0]
             self.camera_info = msg
             self._infos[stamp_ns(msg.header)] = msg
             while len(self._infos) > INFO_HISTORY:
                 del self._infos[next(iter(self._infos))]
-            self._info_cond.notify_all()
+            got = self.infos.take()
 
     def _info_for(self, header) -> CameraInfo | None:
         """The camera_info with the image's stamp, as a camera driver publishes them in pairs
@@ -193,14 +200,18 @@ class DepthNode(Node):
         the image, so while pairs have been found, wait up to INFO_WAIT s for it. Otherwise
         (a driver with other stamps, or none yet) the newest."""
         key = stamp_ns(header)
-        with self._info_cond:
-            info = self._infos.get(key)
-            if info is None and self._info_by_stamp:
-                self._info_cond.wait_for(lambda: key in self._infos or self._stopping.is_set(),
-                                         INFO_WAIT)
+        self._take_infos()
+        info = self._infos.get(key)
+        if info is None and self._info_by_stamp:
+            end = time.monotonic() + INFO_WAIT
+            while info is None and not self._stopping.is_set():
+                left = end - time.monotonic()
+                if left <= 0:
+                    break
+                self._take_infos(left)
                 info = self._infos.get(key)
-            self._info_by_stamp = info is not None
-            return info if info is not None else self.camera_info
+        self._info_by_stamp = info is not None
+        return info if info is not None else self.camera_info
 
     # --- the one worker: newest frame -> depth -> publish -----------------------------------
     def _work(self) -> None:
@@ -422,6 +433,7 @@ class DepthNode(Node):
         self._stopping.set()
         self.worker.join(timeout)
         self.images.close()  # (a worker still inside an inference then takes nothing more)
+        self.infos.close()
         return not self.worker.is_alive()
 
 

@@ -15,9 +15,9 @@ rates across runs. This process shares the node's cores, so it publishes images 
 Per rate it reports throughput, the ratio, drops, end-to-end latency p50 / p99 (publish ->
 depth received), the node's RSS after warm-up and at the end, the CPU time of the node and of
 this process (publisher and subscriber share the node's cores), and the node's own per-stage
-times (wait: received -> taken by the worker, decode, pre-process, inference, post-process, publish) from
-the running totals in its /diagnostics, next to the bare stages. Prints Markdown tables (and
-``--json``). Uses loopback-only discovery and the large-image profile.
+times (wait: received -> taken by the worker, decode, pre-process, inference, post-process,
+publish) from the running totals in its /diagnostics, next to the bare stages. Prints Markdown
+tables (and ``--json``). Uses loopback-only discovery and the large-image profile.
 """
 
 from __future__ import annotations

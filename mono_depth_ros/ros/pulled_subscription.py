@@ -1,10 +1,12 @@
-"""Take only the newest message of a topic, when the consumer is ready for it.
+"""Subscriptions that one worker thread pulls from, instead of the executor pushing to callbacks.
 
 depth_node's worker needs one image per inference while a camera may send several. A normal
 subscription has the executor take (copy into Python) every message and the node then throws
-most away; here the executor never sees the subscription: DDS keeps the newest sample (keep last
-1) and the worker takes it when it is free, so a frame it will not process costs no copy, no
-Python callback and no GIL. Skipped frames are counted from the publishers' sequence numbers.
+most away; here the executor never sees the subscription: DDS keeps the newest samples (keep
+last ``depth``) and the worker takes one when it is free, so a frame it will not process costs no
+copy, no Python callback and no GIL. With depth 1 ``take`` gives the newest message; skipped
+ones are counted from the publishers' sequence numbers. The worker reads camera_info the same
+way, so an image and its camera_info never race between two threads.
 
 Uses rclpy's own building blocks (``_rclpy.Subscription``, ``_rclpy.WaitSet``), as
 ``rclpy.wait_for_message`` does; names are resolved and remapped by rcl as for any subscription.
@@ -19,11 +21,12 @@ from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.qos import HistoryPolicy, QoSProfile
 
 
-class NewestMessage:
-    """A subscription (keep last 1) that one consumer thread pulls from with ``take``."""
+class PulledSubscription:
+    """A keep-last-``depth`` subscription that one consumer thread takes messages from."""
 
-    def __init__(self, node, msg_type, topic: str, qos: QoSProfile, raw: bool = True):
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+    def __init__(self, node, msg_type, topic: str, qos: QoSProfile, depth: int = 1,
+                 raw: bool = False):
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
                          reliability=qos.reliability, durability=qos.durability)
         msg_type.__class__.__import_type_support__()  # as Node.create_subscription does
         with node.handle:
@@ -42,16 +45,17 @@ class NewestMessage:
         """The resolved (and remapped) topic name."""
         return self._sub.get_topic_name()
 
-    def take(self, timeout: float = 0.2):
-        """``(message, received_ns)`` of the newest message, waiting up to ``timeout`` seconds
-        for one; None on timeout or once closed. ``received_ns`` is DDS's reception time
-        (system clock, ns), or the take time where the middleware gives none."""
+    def take(self, timeout: float = 0.0):
+        """``(message, received_ns)`` of the oldest message DDS holds (with depth 1: the
+        newest one), waiting up to ``timeout`` seconds for one; None on timeout or once closed.
+        ``received_ns`` is DDS's reception time (system clock, ns), or the take time where the
+        middleware gives none."""
         with self._lock:
             if self._closed:
                 return None
             with self._sub, self._wait_set:
                 taken = self._sub.take_message(self._type, self._raw)
-                if taken is None:
+                if taken is None and timeout > 0:
                     self._wait_set.clear_entities()
                     self._wait_set.add_subscription(self._sub)
                     self._wait_set.wait(int(timeout * 1e9))  # releases the GIL
