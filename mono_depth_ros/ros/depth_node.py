@@ -43,6 +43,7 @@ from .pulled_subscription import PulledSubscription
 NODE_NAME = "depth_node"
 INFO_HISTORY = 16  # camera_info messages kept by stamp, to pair with images
 INFO_WAIT = 0.1  # seconds an image waits for its camera_info once they have come in pairs
+IDLE_WAIT = 0.2  # seconds the idle worker blocks for an image before checking for stop
 # (parameter prefix, dataclass, every field read-only?) — one parameter per dataclass field.
 PARAMETER_GROUPS = (("", DepthNodeConfig, False), ("", BackendConfig, True),
                     ("scale.", ScaleConfig, False))
@@ -216,7 +217,7 @@ class DepthNode(Node):
     # --- the one worker: newest frame -> depth -> publish -----------------------------------
     def _work(self) -> None:
         while not self._stopping.is_set():
-            item = self.images.take()
+            item = self.images.take(IDLE_WAIT)  # (blocks: the GIL is free meanwhile)
             if item is None:
                 continue
             data, t_recv = item  # DDS's reception time, ns (system clock)
