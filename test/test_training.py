@@ -8,6 +8,7 @@ from conftest import SAMPLE
 from mono_depth_ros.model_io import load_checkpoint, load_model
 from training import data as D
 from training import train
+from training.options import TrainConfig
 
 TINY = ["--train-list", str(SAMPLE / "index.tsv"), "--val-drives", "2011_09_26_drive_0001",
         "--test-scenes", str(SAMPLE / "splits/sfmlearner/test_scenes.txt"),
@@ -75,7 +76,7 @@ def test_checkpoint_contents_and_resume(tmp_path, train_list):
     meta = ck["meta"]
     assert ck["model_config"]["height"] == 64 and ck["stage"] == "fine"
     assert len(meta["data_hash"]) == 16 and meta["code_version"].startswith("0.1.0")
-    assert meta["train_config"]["lam"] == 0.5
+    assert meta["train_config"]["lam"] == TrainConfig().lam
     assert len(meta["row_median_depth"]) == 64
     assert meta["val_frames"] and all("drive_0001" in f for f in meta["val_frames"])
     assert not any("drive_0001" in f for f in meta["train_frames"])
