@@ -432,9 +432,9 @@ class DepthNode(Node):
     def stop(self, timeout: float = 1.0) -> bool:
         """Stop the worker; True when it finished within ``timeout`` seconds."""
         self._stopping.set()
+        self.images.close()  # wakes a worker waiting for an image; one inside an inference
+        self.infos.close()  # then takes nothing more
         self.worker.join(timeout)
-        self.images.close()  # (a worker still inside an inference then takes nothing more)
-        self.infos.close()
         return not self.worker.is_alive()
 
 

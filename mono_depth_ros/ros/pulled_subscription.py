@@ -32,11 +32,12 @@ class PulledSubscription:
         with node.handle:
             self._sub = _rclpy.Subscription(node.handle, msg_type, topic,
                                             qos.get_c_qos_profile())
-        self._wait_set = _rclpy.WaitSet(1, 0, 0, 0, 0, 0, node.context.handle)
+        self._wait_set = _rclpy.WaitSet(1, 1, 0, 0, 0, 0, node.context.handle)
+        self._wake = _rclpy.GuardCondition(node.context.handle)  # close() ends a wait at once
         self._type, self._raw = msg_type, raw
         self._last_seq: dict[bytes, int] = {}  # publisher gid -> last sequence number taken
         self._lock = threading.Lock()  # take vs close
-        self._closed = False
+        self._closed = self._closing = False
         self.taken = 0
         self.skipped = 0  # published (by a publisher seen before) but never taken
 
@@ -58,7 +59,10 @@ class PulledSubscription:
                 if taken is None and timeout > 0:
                     self._wait_set.clear_entities()
                     self._wait_set.add_subscription(self._sub)
+                    self._wait_set.add_guard_condition(self._wake)
                     self._wait_set.wait(int(timeout * 1e9))  # releases the GIL
+                    if self._closing:
+                        return None
                     taken = self._sub.take_message(self._type, self._raw)
         if taken is None:
             return None
@@ -77,9 +81,12 @@ class PulledSubscription:
         self.taken += 1
 
     def close(self) -> None:
-        """Destroy the subscription (after a ``take`` in progress returns)."""
+        """Wake a ``take`` in progress (it returns None) and destroy the subscription."""
+        self._closing = True
+        self._wake.trigger_guard_condition()
         with self._lock:
             if not self._closed:
                 self._closed = True
                 self._wait_set.destroy_when_not_in_use()
                 self._sub.destroy_when_not_in_use()
+                self._wake.destroy_when_not_in_use()
