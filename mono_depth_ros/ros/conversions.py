@@ -187,6 +187,11 @@ def _cdr_string(buf: memoryview, off: int) -> tuple[str, int]:
     return bytes(buf[off:off + max(n - 1, 0)]).decode("utf-8"), off + n
 
 
+def stamp_ns(header) -> int:
+    """A header's stamp in nanoseconds (the key that pairs messages of one instant)."""
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
 def image_from_cdr(data: bytes) -> Image | RawImage:
     """Serialized ``sensor_msgs/Image`` (as a raw subscription delivers it) -> ``RawImage`` whose
     ``data`` is a view of ``data``; other encapsulations go through rclpy's deserializer. Raises

@@ -2,7 +2,7 @@
 
 A thin adapter over the ROS-free core: the backend (``backends.factory``) turns an RGB array into
 depth; this file only moves messages. Read top to bottom: parameters, subscriptions, publications,
-the one image callback (stores the newest frame), the one worker (infers and publishes).
+the camera_info pairing, the one worker (takes the newest image, infers and publishes).
 
 The worker pulls the newest image when it is free (``pulled_subscription``: DDS keeps only the
 newest sample, the executor never copies frames the worker will not process), and its camera_info
@@ -37,7 +37,7 @@ from ..config import (BackendConfig, ConfigError, DepthNodeConfig, ScaleConfig, 
 from ..timing import StageTimes
 from .conversions import (ImageFormatError, bgr_image, camera_matrix, check_camera_info,
                           depth_to_cdr, depth_to_image_mm, image_from_cdr, image_to_rgb,
-                          points_to_cloud, scale_camera_info)
+                          points_to_cloud, scale_camera_info, stamp_ns)
 from .pulled_subscription import PulledSubscription
 
 NODE_NAME = "depth_node"
@@ -436,11 +436,6 @@ class DepthNode(Node):
         self.infos.close()  # then takes nothing more
         self.worker.join(timeout)
         return not self.worker.is_alive()
-
-
-def stamp_ns(header) -> int:
-    """A header's stamp in nanoseconds (the key that pairs an image with its camera_info)."""
-    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
 
 
 def rgb_at(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -26,6 +26,7 @@ from ..config import ConfigError, EvalNodeConfig, check_value, from_dict
 from ..lidar_eval import (EvalRecorder, calib_velo_to_cam, format_table, frame_to_camera,
                           lidar_depth)
 from ..sync import StampSynchronizer
+from .conversions import stamp_ns
 
 INPUTS = ("depth", "lidar_points")  # synchronised by stamp; camera_info is looked up
 # s after the stop signal: plots not drawn by then are left out, so the node exits within 2 s
@@ -49,10 +50,6 @@ def declare_config(node, cls, prefix: str = ""):
         p = node.declare_parameter(prefix + f.name, default, desc)
         values[f.name] = check_value(cls, f.name, p.value)
     return from_dict(cls, values)
-
-
-def stamp_ns(header) -> int:
-    return int(header.stamp.sec) * 10**9 + int(header.stamp.nanosec)
 
 
 class KittiEvalNode:

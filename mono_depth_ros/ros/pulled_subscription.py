@@ -41,11 +41,6 @@ class PulledSubscription:
         self.taken = 0
         self.skipped = 0  # published (by a publisher seen before) but never taken
 
-    @property
-    def topic(self) -> str:
-        """The resolved (and remapped) topic name."""
-        return self._sub.get_topic_name()
-
     def take(self, timeout: float = 0.0):
         """``(message, received_ns)`` of the oldest message DDS holds (with depth 1: the
         newest one), waiting up to ``timeout`` seconds for one; None on timeout or once closed.
