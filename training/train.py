@@ -186,13 +186,13 @@ class Trainer:
 
         self.train_samples = [load(f) for f in tqdm(train, desc="load train", **bar)]
         if cfg.max_gt_density < 1.0:  # dense, interpolated ground truth left out of training
-            dense = [s for s in self.train_samples
-                     if float((s.depth > 0).mean()) > cfg.max_gt_density]
-            if dense:
-                self.log(f"left out of training: {len(dense)} frames whose ground truth covers "
-                         f"more than {cfg.max_gt_density:.0%} of the image (interpolated)")
-                keep = {id(s) for s in self.train_samples} - {id(s) for s in dense}
-                self.train_samples = [s for s in self.train_samples if id(s) in keep]
+            sparse = [s for s in self.train_samples
+                      if not float((s.depth > 0).mean()) > cfg.max_gt_density]
+            if len(sparse) < len(self.train_samples):
+                self.log(f"left out of training: {len(self.train_samples) - len(sparse)} frames "
+                         f"whose ground truth covers more than {cfg.max_gt_density:.0%} of the "
+                         "image (interpolated)")
+                self.train_samples = sparse
                 train = [s.frame for s in self.train_samples]
         self.val_samples = [load(f, D.GT_KINDS, False)
                             for f in tqdm(val, desc="load val", **bar)]
