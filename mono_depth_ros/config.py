@@ -57,6 +57,9 @@ class ModelConfig:
     layout_prior: bool = opt(False, "coarse net adds a learned per-row log-depth prior, started "
                              "from the training set's row medians (off by default: on cross-drive "
                              "validation it made dense traffic worse, see the model card)")
+    row_channel: bool = opt(False, "every coarse-decoder stage also sees the image row (-1 top, "
+                            "+1 bottom) as one more input channel: a layout cue the image can "
+                            "override, a softer form of layout_prior")
     min_depth: float = opt(1.0, "smallest depth the network can output, metres", range=(0.01, 10.0))
     max_depth: float = opt(100.0, "largest depth the network can output, metres",
                            range=(10.0, 1000.0))

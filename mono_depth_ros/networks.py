@@ -143,8 +143,10 @@ class CoarseNet(nn.Module):
         # Global context: the image-wide mean feature is added back everywhere, so the receptive
         # field of every output pixel is the whole image (Eigen's fully connected layers did this).
         self.context = nn.Sequential(nn.Conv2d(_SKIP_CHANNELS[-1], c, 1), nn.ReLU(inplace=True))
-        self.reduce = _conv_relu(_SKIP_CHANNELS[-1], c, 1)
-        self.up = nn.ModuleList(_conv_relu(c + skip, c) for skip in _SKIP_CHANNELS[-2::-1])
+        rows = 1 if cfg.row_channel else 0
+        self.row_channel = cfg.row_channel
+        self.reduce = _conv_relu(_SKIP_CHANNELS[-1] + rows, c, 1)
+        self.up = nn.ModuleList(_conv_relu(c + skip + rows, c) for skip in _SKIP_CHANNELS[-2::-1])
         self.upsample = cfg.upsample
         self.head = nn.Conv2d(c, 1, 3, padding=1)
         self.use_prior = cfg.layout_prior
@@ -165,14 +167,22 @@ class CoarseNet(nn.Module):
         with torch.no_grad():
             self.prior.copy_(rows)
 
+    def _with_rows(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` with the row coordinate (-1 top .. +1 bottom) appended when ``row_channel``."""
+        if not self.row_channel:
+            return x
+        b, _, h, w = x.shape
+        rows = torch.linspace(-1.0, 1.0, h, device=x.device, dtype=x.dtype)
+        return torch.cat([x, rows.view(1, 1, h, 1).expand(b, 1, h, w)], dim=1)
+
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         feats = self.encoder(self.normalize(image))
         x = feats[-1]
         ctx = self.context(x.mean(dim=(2, 3), keepdim=True))
-        x = self.reduce(x) + ctx
+        x = self.reduce(self._with_rows(x)) + ctx
         for conv, skip in zip(self.up, feats[-2::-1]):
             x = _resize(x, skip.shape[-2:], self.upsample)
-            x = conv(torch.cat([x, skip], dim=1))
+            x = conv(self._with_rows(torch.cat([x, skip], dim=1)))
         out = self.head(x)
         if not self.use_prior:
             return self.log_min + torch.sigmoid(out) * (self.log_max - self.log_min)

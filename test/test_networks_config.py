@@ -132,3 +132,21 @@ def test_output_smoothing_removes_a_checkerboard_and_keeps_flat_depth():
     assert torch.allclose(model.smooth(ramp)[..., 1:-1], ramp[..., 1:-1], atol=1e-6)
     off = DepthCascade(ModelConfig(height=64, width=192, output_smoothing=False))
     assert isinstance(off.smooth, torch.nn.Identity)
+
+
+def test_row_channel_gives_the_decoder_each_row_and_stays_image_dependent():
+    """row_channel adds one input channel (the row, -1 top .. +1 bottom) to every coarse-decoder
+    stage, and its weights reach the depth."""
+    torch.manual_seed(0)
+    model = DepthCascade(ModelConfig(height=64, width=192, row_channel=True)).eval()
+    plain = DepthCascade(ModelConfig(height=64, width=192)).eval()
+    assert model.coarse.reduce[0].in_channels == plain.coarse.reduce[0].in_channels + 1
+    rows = model.coarse._with_rows(torch.zeros(2, 3, 4, 5))
+    assert rows.shape == (2, 4, 4, 5) and torch.equal(rows[0, 3, :, 0], torch.linspace(-1, 1, 4))
+    x = torch.rand(1, 3, 64, 192)
+    with torch.no_grad():
+        with_rows = model.coarse(x)
+        for conv in [model.coarse.reduce[0]] + [stage[0] for stage in model.coarse.up]:
+            conv.weight[:, -1].zero_()  # the row channel's weights: the depth must change
+        assert not torch.allclose(model.coarse(x), with_rows)
+        assert model(torch.rand(1, 3, 96, 320))[0].shape == (1, 1, 96, 320)  # other sizes too
