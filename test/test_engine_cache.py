@@ -27,7 +27,8 @@ def test_filename_depends_on_every_key_field():
                                KEY.gpu_name, "fp16"),
                 EngineKey(SHA, "10.4.0", KEY.gpu_name, "fp16"),
                 EngineKey(SHA, "10.3.0", "NVIDIA Jetson AGX Orin", "fp16"),
-                EngineKey(SHA, "10.3.0", KEY.gpu_name, "int8")]
+                EngineKey(SHA, "10.3.0", KEY.gpu_name, "int8", "0123456789abcdef"),
+                EngineKey(SHA, "10.3.0", KEY.gpu_name, "int8", "fedcba9876543210")]
     names = [k.filename() for k in variants]
     assert len(set(names)) == len(names)
     assert all("/" not in n and " " not in n and n.endswith(".engine") for n in names)
@@ -41,12 +42,28 @@ def test_gpu_names_that_slug_alike_stay_apart():
 
 
 @pytest.mark.parametrize("kwargs", [dict(onnx_sha256="abc"), dict(precision="fp8"),
-                                    dict(trt_version=""), dict(gpu_name="")])
+                                    dict(trt_version=""), dict(gpu_name=""),
+                                    dict(precision="int8"),  # int8 without its calibration set
+                                    dict(calibration="0123456789abcdef"),  # fp16 with one
+                                    dict(precision="int8", calibration="../x")])
 def test_bad_keys_are_rejected(kwargs):
     fields = dict(onnx_sha256=SHA, trt_version="10.3.0", gpu_name="x", precision="fp16")
     fields.update(kwargs)
     with pytest.raises(ValueError):
         EngineKey(**fields)
+
+
+def test_int8_engines_of_two_calibration_sets_stay_apart(tmp_path):
+    """An INT8 engine's ranges come from its calibration frames: another set is another engine;
+    fp16/fp32 keys are written as before the calibration field existed (old caches still hit)."""
+    cache = EngineCache(tmp_path)
+    a = EngineKey(SHA, "10.3.0", "GPU", "int8", "0123456789abcdef")
+    b = EngineKey(SHA, "10.3.0", "GPU", "int8", "fedcba9876543210")
+    cache.store(a, b"calibrated on a")
+    assert cache.lookup(b) is None and cache.lookup(a) == b"calibrated on a"
+    assert "_int8_cal01234567_" in a.filename()
+    assert "calibration" not in KEY.as_dict() and a.as_dict()["calibration"] == a.calibration
+    assert EngineKey(**cache.entries()[0]) == a
 
 
 def test_store_then_lookup_round_trips_atomically(tmp_path):
@@ -226,6 +243,43 @@ def test_mock_tensorrt_build_engine_cli_caches_by_key(mock_trt, tmp_path, capsys
     assert str(cache) in capsys.readouterr().out
 
 
+def test_mock_tensorrt_build_engine_cli_int8_keys_engine_and_table_by_calibration_set(
+        mock_trt, monkeypatch, tmp_path, capsys):
+    """build_engine int8 selects frames as the run time does (calibration.calibration_frames),
+    and two frame sets give two engines and two calibration tables; the same set hits the cache.
+    TensorRT's builder is a mock here (no GPU): the recorded call stands for the build."""
+    import shutil
+
+    from mono_depth_ros.calibration import calibration_frames, calibration_id
+    from mono_depth_ros.sample_frames import all_frames
+    from training import build_engine
+
+    builds = []
+    monkeypatch.setattr(trt_build, "build_engine_bytes",
+                        lambda onnx, precision, images, table, ws=0: builds.append(
+                            (precision, len(images), table)) or b"int8-engine")
+    onnx_file = tmp_path / "m.onnx"
+    onnx_file.write_bytes(b"onnx-bytes")
+    frames = [f.image for f in all_frames()]
+    sets = {}
+    for name, chosen in (("a", frames[:2]), ("b", frames[2:3])):
+        folder = tmp_path / name
+        folder.mkdir()
+        for f in chosen:
+            shutil.copy(f, folder / f.name)
+        sets[name] = folder
+    cache = tmp_path / "cache"
+    run = ["--onnx", str(onnx_file), "--precision", "int8", "--cache-dir", str(cache)]
+    assert build_engine.main(run + ["--calib-images", str(sets["a"])]) == 0
+    assert build_engine.main(run + ["--calib-images", str(sets["b"])]) == 0
+    assert build_engine.main(run + ["--calib-images", str(sets["a"])]) == 0  # cache hit
+    assert [(p, n) for p, n, _ in builds] == [("int8", 2), ("int8", 1)]
+    assert builds[0][2] != builds[1][2] and all(t.parent == cache for _, _, t in builds)
+    ids = {e["calibration"] for e in EngineCache(cache).entries()}
+    assert ids == {calibration_id(calibration_frames(str(sets[n]))) for n in "ab"}
+    assert "calibrated on 2 frames" in capsys.readouterr().out
+
+
 def test_calibration_batches_use_runtime_preprocessing():
     import numpy as np
 
@@ -257,3 +311,25 @@ def test_build_engine_cli_without_tensorrt_fails_in_one_line(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode != 0
     assert len(r.stderr.strip().splitlines()) == 1 and "TensorRT" in r.stderr
+
+
+def test_mock_tensorrt_int8_key_at_run_time_follows_the_calibration_frames(mock_trt, tmp_path):
+    """The TensorRT backend keys its int8 engine on the calibration set it would build with; a
+    vehicle without those frames uses the one cached int8 engine of this model, else one line.
+    TensorRT is a mock here (no GPU)."""
+    from mono_depth_ros.backends.base import BackendUnavailable
+    from mono_depth_ros.backends.tensorrt_backend import _int8_key
+    from mono_depth_ros.calibration import calibration_frames, calibration_id
+
+    cache = EngineCache(tmp_path / "cache")
+    key, frames = _int8_key(SHA, "", cache)  # the KITTI sample frames
+    assert frames == calibration_frames("") and key.calibration == calibration_id(frames)
+    assert (key.precision, key.gpu_name) == ("int8", "Mock GPU 9000")
+    gone = str(tmp_path / "frames_not_on_this_vehicle")
+    with pytest.raises(BackendUnavailable, match="calibration frames"):
+        _int8_key(SHA, gone, cache)
+    cache.store(key, b"prebuilt int8")
+    assert _int8_key(SHA, gone, cache) == (key, [])
+    cache.store(EngineKey(SHA, key.trt_version, key.gpu_name, "int8", "0" * 16), b"another")
+    with pytest.raises(BackendUnavailable):  # two candidates: no guessing
+        _int8_key(SHA, gone, cache)

@@ -1,8 +1,9 @@
-"""TensorRT engine cache: engines keyed on (ONNX sha256, TensorRT version, GPU, precision).
+"""TensorRT engine cache: engines keyed on (ONNX sha256, TensorRT version, GPU, precision and,
+for INT8, the calibration set).
 
 A serialized engine only runs on the GPU model and TensorRT version that built it, and only
-matches the ONNX file it came from, so all four are in the file name and in a JSON sidecar that
-is checked on load. Pure Python (no TensorRT import): the key logic is unit-tested anywhere.
+matches the ONNX file it came from; an INT8 engine's ranges also come from its calibration frames.
+So all of these are in the file name and in a JSON sidecar that is checked on load. Pure Python (no TensorRT import): the key logic is unit-tested anywhere.
 Engines are loaded only from the configured cache folder, never from an arbitrary path.
 """
 
@@ -50,6 +51,7 @@ class EngineKey:
     trt_version: str
     gpu_name: str
     precision: str
+    calibration: str = ""  # calibration set id (calibration.calibration_id), INT8 only
 
     def __post_init__(self):
         if not re.fullmatch(r"[0-9a-f]{64}", self.onnx_sha256):
@@ -58,14 +60,26 @@ class EngineKey:
             raise ValueError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         if not self.trt_version or not self.gpu_name:
             raise ValueError("trt_version and gpu_name must not be empty")
+        if (self.precision == "int8") != bool(self.calibration):
+            raise ValueError("an int8 key needs its calibration set id, other precisions none")
+        if self.calibration and not re.fullmatch(r"[0-9a-f]{16}", self.calibration):
+            raise ValueError(f"calibration must be 16 hex digits, got {self.calibration!r}")
+
+    def as_dict(self) -> dict:
+        """The key's fields; ``calibration`` only when set, so fp16/fp32 keys read as before."""
+        d = asdict(self)
+        if not self.calibration:
+            del d["calibration"]
+        return d
 
     def filename(self) -> str:
-        """``<onnx sha 16>_<precision>_trt<version>_<gpu>_<digest 8>.engine``.
+        """``<onnx sha 16>_<precision>[_cal<id 8>]_trt<version>_<gpu>_<digest 8>.engine``.
 
         The trailing digest of the full key keeps two GPUs whose names slug alike apart.
         """
-        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
-        return (f"{self.onnx_sha256[:16]}_{self.precision}_trt{_slug(self.trt_version)}_"
+        digest = hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()
+        cal = f"_cal{self.calibration[:8]}" if self.calibration else ""
+        return (f"{self.onnx_sha256[:16]}_{self.precision}{cal}_trt{_slug(self.trt_version)}_"
                 f"{_slug(self.gpu_name)[:40]}_{digest[:8]}{ENGINE_SUFFIX}")
 
 
@@ -91,7 +105,7 @@ class EngineCache:
             data = path.read_bytes()
         except (OSError, ValueError):
             return None
-        if side.get("key") != asdict(key):
+        if side.get("key") != key.as_dict():
             return None
         if side.get("engine_sha256") != hashlib.sha256(data).hexdigest():
             return None  # truncated or replaced engine file
@@ -105,7 +119,7 @@ class EngineCache:
         try:
             atomic_write_bytes(path, data)
             atomic_write_text(self._sidecar(path), json.dumps(
-                {"key": asdict(key), "engine_sha256": hashlib.sha256(data).hexdigest()},
+                {"key": key.as_dict(), "engine_sha256": hashlib.sha256(data).hexdigest()},
                 indent=2, sort_keys=True))
         except OSError as exc:
             raise EngineCacheError(f"cannot write engine cache {self.dir}: {exc}") from None

@@ -16,25 +16,43 @@ from ..model_io import ModelLoadError
 from ..onnx_export import (CONFIDENCE_NAME, INPUT_NAME, OUTPUT_NAMES, onnx_model_config,
                            sha256_file)
 from .base import BackendUnavailable, DepthBackend
-from .engine_cache import EngineCache
-from .trt_build import build_engine_bytes, engine_key, import_tensorrt
+from .engine_cache import EngineCache, EngineKey
+from .trt_build import build_engine_bytes, engine_key, import_tensorrt, int8_table_path
 
 log = logging.getLogger("mono_depth_ros.backends")
 
 
-def _calibration_images(source: str = "") -> tuple[list[np.ndarray], str]:
-    """(KITTI frames, calibration set id) for INT8 calibration when an engine is built at run
-    time: the selection ``calibration.calibration_frames`` makes for onnxruntime int8 too."""
-    from ..calibration import (CalibrationError, calibration_frames, calibration_id,
-                               calibration_images)
+def _calibration_set(source: str = "") -> list[Path]:
+    """The INT8 calibration frames for ``source``: the selection
+    ``calibration.calibration_frames`` makes for onnxruntime int8 too."""
+    from ..calibration import CalibrationError, calibration_frames
 
     try:
-        frames = calibration_frames(source)
-        return calibration_images(frames), calibration_id(frames)
+        return calibration_frames(source)
     except (CalibrationError, FileNotFoundError) as exc:
-        raise BackendUnavailable(f"int8 engine build needs calibration frames ({exc}); build it "
-                                 "offline with 'python -m training.build_engine --calib-images "
-                                 "DIR'") from None
+        raise BackendUnavailable(f"int8 engine needs its calibration frames ({exc}); build it "
+                                 "offline with 'python -m training.build_engine --precision int8 "
+                                 "--calib-images DIR'") from None
+
+
+def _int8_key(onnx_sha256: str, source: str, cache: EngineCache) -> tuple[EngineKey, list[Path]]:
+    """(key, frames) of the INT8 engine calibrated on ``source``. Without those frames on this
+    machine (a vehicle given a prebuilt engine) the one cached INT8 engine of this model, GPU and
+    TensorRT is used; with none or several the error says how to build one."""
+    from ..calibration import calibration_id
+
+    try:
+        frames = _calibration_set(source)
+    except BackendUnavailable:
+        key = engine_key(onnx_sha256, "fp16")
+        cached = [e for e in cache.entries() if e.get("precision") == "int8" and all(
+            e.get(f) == getattr(key, f) for f in ("onnx_sha256", "trt_version", "gpu_name"))]
+        if len(cached) != 1:
+            raise
+        log.warning("int8 calibration frames unavailable; using the cached engine calibrated on "
+                    "set %s", cached[0].get("calibration"))
+        return EngineKey(**cached[0]), []
+    return engine_key(onnx_sha256, "int8", calibration_id(frames)), frames
 
 
 class TensorRTBackend(DepthBackend):
@@ -52,16 +70,24 @@ class TensorRTBackend(DepthBackend):
             raise ModelLoadError(f"ONNX model not found: {path}")
         cfg, self.metadata = onnx_model_config(path)
         super().__init__(cfg)
-        key = engine_key(sha256_file(path), precision)  # raises BackendUnavailable without a GPU
         cache = EngineCache(cache_dir)
+        sha = sha256_file(path)
+        if precision == "int8":  # the engine depends on its calibration frames too
+            key, frames = _int8_key(sha, calibration, cache)
+        else:
+            key, frames = engine_key(sha, precision), []  # raises BackendUnavailable without a GPU
 
         def build() -> bytes:
+            from ..calibration import calibration_images
+
+            if precision == "int8" and not frames:
+                raise BackendUnavailable(f"the cached int8 engine {cache.path_for(key)} is "
+                                         "unusable and there are no calibration frames to rebuild "
+                                         "it; give a calibration source")
             log.info("building TensorRT %s engine for %s (minutes on first run)", precision, path)
-            images, cal_id = _calibration_images(calibration) if precision == "int8" \
-                else (None, "")
-            # the calibration table depends on the frames too: one per (model, frame set)
-            return build_engine_bytes(path, precision, images,
-                                      cache.dir / f"{key.onnx_sha256[:16]}_int8_cal{cal_id}.calib")
+            return build_engine_bytes(path, precision,
+                                      calibration_images(frames) if frames else None,
+                                      int8_table_path(cache, key))
 
         data, built = cache.get_or_build(key, build, allow_build)
         self.engine_path = cache.path_for(key)

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..calibration import calibration_batches  # noqa: F401 - shared with onnxruntime int8
 from .base import BackendUnavailable
-from .engine_cache import EngineKey
+from .engine_cache import EngineCache, EngineKey
 
 log = logging.getLogger("mono_depth_ros.backends")
 
@@ -46,10 +46,20 @@ def cuda_device_name() -> str:
     return torch.cuda.get_device_name(torch.cuda.current_device())
 
 
-def engine_key(onnx_sha256: str, precision: str) -> EngineKey:
-    """Cache key for this ONNX file on this machine's GPU and TensorRT version."""
+def engine_key(onnx_sha256: str, precision: str, calibration: str = "") -> EngineKey:
+    """Cache key for this ONNX file on this machine's GPU and TensorRT version (and, for INT8,
+    the calibration set id)."""
     trt = import_tensorrt()
-    return EngineKey(onnx_sha256, str(trt.__version__), cuda_device_name(), precision)
+    return EngineKey(onnx_sha256, str(trt.__version__), cuda_device_name(), precision,
+                     calibration)
+
+
+def int8_table_path(cache: EngineCache, key: EngineKey) -> Path | None:
+    """TensorRT's calibration table for an INT8 key: one per (model, calibration set), beside
+    the engines, so that other frames never reuse another set's table."""
+    if key.precision != "int8":
+        return None
+    return cache.dir / f"{key.onnx_sha256[:16]}_int8_cal{key.calibration}.calib"
 
 
 def _make_calibrator(trt, batches: list[np.ndarray], cache_file: Path | None):
