@@ -359,6 +359,10 @@ class DepthNodeConfig:
     camera_intrinsics: bool = opt(True, "bring images to the model's camera with camera_info's "
                                   "intrinsics, so depth is in metres on any camera (false: the "
                                   "images are taken to show the model's own camera's view)")
+    camera_info_wait: float = opt(0.1, "seconds an image waits for the camera_info with its stamp "
+                                  "once images and camera_info have come in pairs (a driver may "
+                                  "publish camera_info just after the image); 0 = take the "
+                                  "newest at once", range=(0.0, 1.0))
     max_pixels: int = opt(16777216, "reject input images with more pixels than this (guards "
                           "against corrupt headers)", range=(1, 268435456))
     qos_depth: int = opt(5, "history depth of the reliable output topics", range=(1, 1000),

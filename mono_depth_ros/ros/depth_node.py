@@ -42,7 +42,6 @@ from .pulled_subscription import PulledSubscription
 
 NODE_NAME = "depth_node"
 INFO_HISTORY = 16  # camera_info messages kept by stamp, to pair with images
-INFO_WAIT = 0.1  # seconds an image waits for its camera_info once they have come in pairs
 IDLE_WAIT = 0.2  # seconds the idle worker blocks for an image before checking for stop
 # (parameter prefix, dataclass, every field read-only?) — one parameter per dataclass field.
 PARAMETER_GROUPS = (("", DepthNodeConfig, False), ("", BackendConfig, True),
@@ -198,13 +197,13 @@ class DepthNode(Node):
     def _info_for(self, header) -> CameraInfo | None:
         """The camera_info with the image's stamp, as a camera driver publishes them in pairs
         (image_transport's CameraSubscriber pairs them the same way); it may arrive just after
-        the image, so while pairs have been found, wait up to INFO_WAIT s for it. Otherwise
+        the image, so while pairs have been found, wait up to ``camera_info_wait`` s for it. Otherwise
         (a driver with other stamps, or none yet) the newest."""
         key = stamp_ns(header)
         self._take_infos()
         info = self._infos.get(key)
-        if info is None and self._info_by_stamp:
-            end = time.monotonic() + INFO_WAIT
+        if info is None and self._info_by_stamp and self.cfg.camera_info_wait > 0:
+            end = time.monotonic() + self.cfg.camera_info_wait
             while info is None and not self._stopping.is_set():
                 left = end - time.monotonic()
                 if left <= 0:
