@@ -36,6 +36,10 @@ class QuantKey:
     ort_version: str
     revision: int = QUANT_REVISION
 
+    def as_dict(self) -> dict:
+        """The key's fields, as the cache's sidecar stores them."""
+        return asdict(self)
+
     def filename(self) -> str:
         ver = re.sub(r"[^0-9a-z.]+", "-", self.ort_version.lower())
         return (f"{self.onnx_sha256[:16]}_int8_cal{self.calibration_id[:12]}_ort{ver}"
