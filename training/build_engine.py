@@ -13,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--onnx", required=True, help="ONNX model from training.export")

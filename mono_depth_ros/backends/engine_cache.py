@@ -3,8 +3,9 @@ for INT8, the calibration set).
 
 A serialized engine only runs on the GPU model and TensorRT version that built it, and only
 matches the ONNX file it came from; an INT8 engine's ranges also come from its calibration frames.
-So all of these are in the file name and in a JSON sidecar that is checked on load. Pure Python (no TensorRT import): the key logic is unit-tested anywhere.
-Engines are loaded only from the configured cache folder, never from an arbitrary path.
+So all of these are in the file name and in a JSON sidecar that is checked on load. Pure
+Python (no TensorRT import): the key logic is unit-tested anywhere. Engines are loaded only from
+the configured cache folder, never from an arbitrary path.
 """
 
 from __future__ import annotations

@@ -197,8 +197,8 @@ class DepthNode(Node):
     def _info_for(self, header) -> CameraInfo | None:
         """The camera_info with the image's stamp, as a camera driver publishes them in pairs
         (image_transport's CameraSubscriber pairs them the same way); it may arrive just after
-        the image, so while pairs have been found, wait up to ``camera_info_wait`` s for it. Otherwise
-        (a driver with other stamps, or none yet) the newest."""
+        the image, so while pairs have been found, wait up to ``camera_info_wait`` s for it.
+        Otherwise (a driver with other stamps, or none yet) the newest."""
         key = stamp_ns(header)
         self._take_infos()
         info = self._infos.get(key)
