@@ -272,3 +272,30 @@ def test_every_node_stops_cleanly_under_load(bag, tmp_path):
     # signals came during start-up and while depth_node was inferring / publishing
     assert {"start-up", "inference"} <= {r["phase"] for r in results if r["exe"] == "depth_node"}
     assert wall < WALL_LIMIT, f"{wall:.0f} s"
+
+
+@pytest.mark.parametrize("use_spawn", [True, False], ids=["lifecycle.spawn", "plain Popen"])
+def test_stop_signal_while_the_interpreter_starts(use_spawn, tmp_path):
+    """mono_depth_bringup forwards a stop to children that may not have run a line yet. Started
+    by ``lifecycle.spawn`` (signals blocked until the child's handlers are in), a child signalled
+    at once exits 0 without a traceback every time; a plain Popen child so signalled dies by the
+    signal or with a KeyboardInterrupt traceback (exit 1) at least once in the same trials,
+    which is why bringup uses spawn."""
+    from mono_depth_ros.ros.lifecycle import spawn
+
+    env = ros_env(int(os.environ.get("ROS_DOMAIN_ID", "41")) + 50)
+    outcomes = []
+    for i in range(8):
+        sig = (signal.SIGINT, signal.SIGTERM)[i % 2]
+        log = tmp_path / f"child{i}.log"
+        with open(log, "w") as out:
+            cmd = script("kitti_bag_player") + ["/nonexistent.bag"]
+            kw = dict(env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            p = spawn(cmd, **kw) if use_spawn else subprocess.Popen(cmd, **kw)
+            p.send_signal(sig)
+            rc = p.wait(30)
+        outcomes.append((rc, "Traceback" in log.read_text(errors="replace")))
+    if use_spawn:
+        assert all(o == (0, False) for o in outcomes), outcomes
+    else:
+        assert any(o != (0, False) for o in outcomes), outcomes

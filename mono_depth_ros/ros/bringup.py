@@ -153,6 +153,8 @@ class Bringup:
         self.procs: list[tuple[NodeSpec, subprocess.Popen]] = []
 
     def start(self) -> None:
+        from .lifecycle import spawn
+
         for spec in self.graph.nodes:
             if spec.needs_bag and not self.bag:
                 continue
@@ -165,8 +167,9 @@ class Bringup:
                 self.log_dir.mkdir(parents=True, exist_ok=True)
                 out = open(self.log_dir / f"{spec.name}.log", "w")
             print(f"[bringup] starting {spec.name}: {spec.executable}", flush=True)
-            p = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT
-                                 if out else None, start_new_session=True)
+            # stop signals blocked until the child's handlers are in (lifecycle.spawn)
+            p = spawn(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT if out else None,
+                      start_new_session=True)
             self.procs.append((spec, p))
 
     def wait(self, timeout: float | None = None) -> int:
@@ -215,8 +218,8 @@ class Bringup:
                 p.kill()
                 p.wait()
             if p.returncode == -sig:
-                # still starting (before its interpreter could install the stop handlers) when
-                # the forwarded signal came: it stopped as asked, which is what stopping wants
+                # killed by the forwarded signal before its handlers were in (a child that
+                # does not unblock it, see lifecycle.spawn): it stopped as asked
                 print(f"[bringup] {s.name} stopped by {signal.Signals(sig).name} while starting",
                       flush=True)
             elif p.returncode not in (0, None):

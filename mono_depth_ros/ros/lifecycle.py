@@ -23,6 +23,7 @@ import atexit
 import importlib
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -42,10 +43,13 @@ class StopSignals:
         self.exit_at_once = True
 
     def install(self) -> "StopSignals":
-        """Take over SIGINT and SIGTERM (only possible in the main thread; elsewhere a no-op)."""
+        """Take over SIGINT and SIGTERM (only possible in the main thread; elsewhere a no-op),
+        then unblock them: a parent that started this process with them blocked
+        (``spawn``) has its stop signal delivered here, to these handlers."""
         if threading.current_thread() is threading.main_thread():
             for sig in STOP_SIGNALS:
                 signal.signal(sig, self._on_signal)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         return self
 
     def _on_signal(self, signum, _frame) -> None:
@@ -99,6 +103,17 @@ def run_console_script(module: str, func: str = "main") -> int:
     """Console-script entry: handlers first, then import ``module`` and run its ``func``."""
     install()
     return getattr(importlib.import_module(module), func)()
+
+
+def spawn(cmd: list[str], **popen_kwargs) -> subprocess.Popen:
+    """Start a child process of this package with SIGINT/SIGTERM blocked until its stop handlers
+    are installed (``install`` unblocks them): a stop signal sent while its interpreter starts
+    stays pending instead of killing it or raising KeyboardInterrupt in an import (exit 1)."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        return subprocess.Popen(cmd, **popen_kwargs)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def init(args: list[str] | None = None, **kwargs):
