@@ -37,7 +37,7 @@ class PulledSubscription:
         self._type, self._raw = msg_type, raw
         self._last_seq: dict[bytes, int] = {}  # publisher gid -> last sequence number taken
         self._lock = threading.Lock()  # take vs close
-        self._closed = self._closing = False
+        self._closing = False  # set by close(): takes return None from then on
         self.taken = 0
         self.skipped = 0  # published (by a publisher seen before) but never taken
 
@@ -47,7 +47,7 @@ class PulledSubscription:
         ``received_ns`` is DDS's reception time (system clock, ns), or the take time where the
         middleware gives none."""
         with self._lock:
-            if self._closed:
+            if self._closing:
                 return None
             with self._sub, self._wait_set:
                 taken = self._sub.take_message(self._type, self._raw)
@@ -76,12 +76,13 @@ class PulledSubscription:
         self.taken += 1
 
     def close(self) -> None:
-        """Wake a ``take`` in progress (it returns None) and destroy the subscription."""
+        """Wake a ``take`` in progress (it returns None) and destroy the subscription; a second
+        call does nothing."""
+        if self._closing:
+            return
         self._closing = True
         self._wake.trigger_guard_condition()
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._wait_set.destroy_when_not_in_use()
-                self._sub.destroy_when_not_in_use()
-                self._wake.destroy_when_not_in_use()
+        with self._lock:  # after the woken take has returned
+            self._wait_set.destroy_when_not_in_use()
+            self._sub.destroy_when_not_in_use()
+            self._wake.destroy_when_not_in_use()
