@@ -22,37 +22,28 @@ from .trt_build import build_engine_bytes, engine_key, import_tensorrt, int8_tab
 log = logging.getLogger("mono_depth_ros.backends")
 
 
-def _calibration_set(source: str = "") -> list[Path]:
-    """The INT8 calibration frames for ``source``: the selection
-    ``calibration.calibration_frames`` makes for onnxruntime int8 too."""
-    from ..calibration import CalibrationError, calibration_frames
-
-    try:
-        return calibration_frames(source)
-    except (CalibrationError, FileNotFoundError) as exc:
-        raise BackendUnavailable(f"int8 engine needs its calibration frames ({exc}); build it "
-                                 "offline with 'python -m training.build_engine --precision int8 "
-                                 "--calib-images DIR'") from None
-
-
 def _int8_key(onnx_sha256: str, source: str, cache: EngineCache) -> tuple[EngineKey, list[Path]]:
-    """(key, frames) of the INT8 engine calibrated on ``source``. Without those frames on this
-    machine (a vehicle given a prebuilt engine) the one cached INT8 engine of this model, GPU and
-    TensorRT is used; with none or several the error says how to build one."""
-    from ..calibration import calibration_id
+    """(key, frames) of the INT8 engine calibrated on ``source`` (the selection
+    ``calibration.calibration_frames`` makes for onnxruntime int8 too). Without those frames on
+    this machine (a vehicle given a prebuilt engine) the one cached INT8 engine of this model, GPU
+    and TensorRT is used; with none or several the error says how to build one."""
+    from ..calibration import CalibrationError, calibration_frames, calibration_id
 
     try:
-        frames = _calibration_set(source)
-    except BackendUnavailable:
-        key = engine_key(onnx_sha256, "fp16")
-        cached = [e for e in cache.entries() if e.get("precision") == "int8" and all(
-            e.get(f) == getattr(key, f) for f in ("onnx_sha256", "trt_version", "gpu_name"))]
-        if len(cached) != 1:
-            raise
-        log.warning("int8 calibration frames unavailable; using the cached engine calibrated on "
-                    "set %s", cached[0].get("calibration"))
-        return EngineKey(**cached[0]), []
-    return engine_key(onnx_sha256, "int8", calibration_id(frames)), frames
+        frames = calibration_frames(source)
+        return engine_key(onnx_sha256, "int8", calibration_id(frames)), frames
+    except (CalibrationError, FileNotFoundError) as exc:
+        missing = exc
+    here = engine_key(onnx_sha256, "fp32")  # only its model, TensorRT and GPU fields are used
+    cached = [e for e in cache.entries() if e.get("precision") == "int8" and all(
+        e.get(f) == getattr(here, f) for f in ("onnx_sha256", "trt_version", "gpu_name"))]
+    if len(cached) != 1:
+        raise BackendUnavailable(f"int8 engine needs its calibration frames ({missing}); build it "
+                                 "offline with 'python -m training.build_engine --precision int8 "
+                                 "--calib-images DIR'")
+    log.warning("int8 calibration frames unavailable; using the cached engine calibrated on set %s",
+                cached[0].get("calibration"))
+    return EngineKey(**cached[0]), []
 
 
 class TensorRTBackend(DepthBackend):
