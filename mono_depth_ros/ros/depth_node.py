@@ -202,7 +202,7 @@ class DepthNode(Node):
         key = stamp_ns(header)
         self._take_infos()
         info = self._infos.get(key)
-        if info is None and self._info_by_stamp and self.cfg.camera_info_wait > 0:
+        if info is None and self._info_by_stamp:  # (camera_info_wait 0: no wait)
             end = time.monotonic() + self.cfg.camera_info_wait
             while info is None and not self._stopping.is_set():
                 left = end - time.monotonic()
