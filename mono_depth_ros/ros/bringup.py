@@ -217,12 +217,9 @@ class Bringup:
                 print(f"[bringup] {s.name} did not stop; killing it", flush=True)
                 p.kill()
                 p.wait()
-            if p.returncode == -sig:
-                # killed by the forwarded signal before its handlers were in (a child that
-                # does not unblock it, see lifecycle.spawn): it stopped as asked
-                print(f"[bringup] {s.name} stopped by {signal.Signals(sig).name} while starting",
-                      flush=True)
-            elif p.returncode not in (0, None):
+            # (started by lifecycle.spawn: a stop signal waits for the child's own handlers, so
+            # no child dies by it)
+            if p.returncode not in (0, None):
                 print(f"[bringup] {s.name} exited with {p.returncode}", flush=True)
                 rc = max(rc, 1 if p.returncode < 0 else p.returncode)
         self.tmp.cleanup()
