@@ -84,3 +84,20 @@ def test_score_frame_median_scaling_and_crop():
 def test_score_frame_size_mismatch():
     with pytest.raises(ValueError, match="differ in size"):
         score_frame(np.ones((4, 4)), np.ones((4, 5)))
+
+
+def test_perturb_coarse_is_a_smooth_field_of_about_sigma():
+    """The fine stage's coarse-depth perturbation: zero sigma changes nothing; otherwise each
+    image gets its own smooth field (neighbouring pixels nearly equal) of about sigma std."""
+    from training.losses import perturb_coarse
+
+    base = torch.full((64, 1, 48, 160), 2.0)
+    assert torch.equal(perturb_coarse(base, 0.0), base)
+    torch.manual_seed(0)
+    field = perturb_coarse(base, 0.2) - base
+    std = float(field.std())
+    assert 0.1 < std < 0.25, std
+    step = float((field[..., 1:] - field[..., :-1]).abs().mean())
+    assert step < 0.1 * std, (step, std)
+    per_image = field.flatten(1).mean(1)
+    assert float(per_image.std()) > 0.05  # a global offset per image, not one for the batch

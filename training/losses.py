@@ -3,7 +3,10 @@ likelihood that trains the confidence head; the stereo photometric loss."""
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 
 
 def scale_invariant_loss(pred_log: torch.Tensor, gt: torch.Tensor, lam: float = 0.5,
@@ -107,3 +110,23 @@ def stereo_photometric_loss(pred_log: torch.Tensor, left: torch.Tensor, right: t
     gy = (nd[..., 1:, :] - nd[..., :-1, :]).abs() * torch.exp(
         -(left[..., 1:, :] - left[..., :-1, :]).abs().mean(1, keepdim=True))
     return photo.mean() + smooth * (gx.mean() + gy.mean())
+
+
+# Grids of the random field in ``perturb_coarse``: a global offset, blobs of about a quarter and
+# a twentieth of the image (regions and objects the coarse net gets wrong on unseen drives).
+PERTURB_GRIDS = ((1, 1), (2, 6), (6, 20))
+
+
+def perturb_coarse(coarse_log: torch.Tensor, sigma: float,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """``coarse_log`` (Bx1xHxW) plus a smooth random field of about ``sigma`` std: bilinearly
+    enlarged Gaussian noise on the grids of ``PERTURB_GRIDS``, one field per image."""
+    if sigma <= 0:
+        return coarse_log
+    b, _, h, w = coarse_log.shape
+    field = torch.zeros_like(coarse_log)
+    for gh, gw in PERTURB_GRIDS:
+        noise = torch.randn(b, 1, gh, gw, generator=generator, device=coarse_log.device,
+                            dtype=coarse_log.dtype)
+        field = field + F.interpolate(noise, size=(h, w), mode="bilinear", align_corners=True)
+    return coarse_log + field * (sigma / math.sqrt(len(PERTURB_GRIDS)))

@@ -63,6 +63,11 @@ class TrainConfig:
                                    "net's confidence head (fine stage, models with "
                                    "confidence on); it sees detached depth, so it cannot change "
                                    "the depth", range=(0.0, 100.0))
+    coarse_noise: float = opt(0.0, "fine stage: std (log depth) of a smooth random field added "
+                              "to the coarse depth the fine net sees in training. The coarse "
+                              "net fits its own training frames far better than unseen drives, "
+                              "so without it the fine net learns to trust coarse depth that is "
+                              "better than it will be (0 = off)", range=(0.0, 2.0))
     gt_preference: list[str] = opt(["png", "lidar", "velodyne_raw", "disparity"],
                                    "ground truth to use where a frame has several, best first")
     val_every: int = opt(10, "validate every N epochs (0 = only at the end)", range=(0, 100000))

@@ -34,7 +34,8 @@ from mono_depth_ros.networks import DepthCascade
 from mono_depth_ros.preprocess import to_camera_depth, to_network_input
 
 from . import data as D
-from .losses import laplace_nll, scale_invariant_loss, stereo_photometric_loss
+from .losses import (laplace_nll, perturb_coarse, scale_invariant_loss,
+                     stereo_photometric_loss)
 from .options import TrainConfig, parse
 
 
@@ -278,6 +279,7 @@ class Trainer:
                 else:
                     with torch.no_grad():
                         coarse = self.model.fine_input(image, self.model.coarse(image))
+                        coarse = perturb_coarse(coarse, self.cfg.coarse_noise)
                     pred, log_b = net(image, coarse, with_scale=True)
                     pred = torch.nn.functional.interpolate(pred, size=image.shape[-2:],
                                                            mode="bilinear", align_corners=False)
