@@ -10,6 +10,10 @@ uses the ground truth), metric AbsRel of the raw network depth, metric AbsRel wi
 ground-plane scale, and the ratio of the last to the median-scaled one; then every frame whose
 plane was rejected, with the reason.
 
+``--crossval DIR`` scores the models of a ``training.crossval --out DIR`` folder instead, each on
+the left frames of the drives its fold held out: the fit rate and ratio on drives the model never
+saw, the number the shipped model's own training drives cannot give.
+
 ``--input lidar-noisy`` / ``lidar-traffic`` replace the network by the ground truth at 0.6x scale
 with 10 % per-pixel noise / with vehicles rendered in and 5 % noise: a check of the fit itself,
 independent of any model (the scale to find is known).
@@ -118,6 +122,29 @@ def select_frames(index_files: list[Path], per_drive: int) -> list:
     return out
 
 
+def crossval_runs(folder: Path, frames: list) -> list[tuple[str, Path, list]]:
+    """(name, model.pt, held-out frames) per fold of a ``training.crossval`` output folder: the
+    fold's first finished seed, and the frames whose drive (or, drive-less, the frame itself)
+    that fold held out."""
+    import json
+
+    try:
+        folds = json.loads((folder / "crossval.json").read_text())["folds"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"{folder}: not a finished training.crossval folder "
+                         f"(crossval.json: {exc})") from None
+    runs = []
+    for k, groups in enumerate(folds):
+        models = sorted(folder.glob(f"fold{k}_seed*/model.pt"),
+                        key=lambda p: int(p.parent.name.rsplit("seed", 1)[1]))
+        if not models:
+            raise ValueError(f"{folder}: fold {k} has no model.pt")
+        held = set(groups)
+        runs.append((f"fold {k} (held out)", models[0],
+                     [f for f in frames if (f.drive or f"frame:{f.frame_id}") in held]))
+    return runs
+
+
 def default_index_files() -> list[Path]:
     """../shared/kitti's two index files when present, else data/kitti_sample/index.tsv."""
     shared = [SHARED / "index.tsv", SHARED / "not_for_training" / "index.tsv"]
@@ -163,7 +190,7 @@ def evaluate(backend, frames: list, scale_cfg: ScaleConfig | None = None,
 def summarise(results: list[FrameResult]) -> list[dict]:
     """One row per group present (and 'all'): frames, fits, the three mean AbsRels, the ratio."""
     rows = []
-    groups = [g for g in GROUPS if any(r.group == g for r in results)]
+    groups = list(dict.fromkeys(r.group for r in results))
     for g in groups + (["all"] if len(groups) > 1 else []):
         rs = [r for r in results if g in ("all", r.group)]
         row = {"group": g, "frames": len(rs), "fits": sum(r.fit_ok for r in rs),
@@ -221,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="network = the model's depth; lidar-noisy / lidar-traffic = the ground "
                          f"truth x{STRESS_FACTOR} with noise / with rendered vehicles (no model)")
     ap.add_argument("--frames", action="store_true", help="also print the per-frame table")
+    ap.add_argument("--crossval", metavar="DIR", default="",
+                    help="score each fold's model of this training.crossval --out folder on the "
+                         "drives it held out (--list default: ../shared/kitti/index.tsv)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from .backends.base import BackendUnavailable
@@ -228,17 +258,28 @@ def main(argv: list[str] | None = None) -> int:
     from .model_io import ModelLoadError
 
     try:
-        lists = [Path(p) for p in args.list] if args.list else default_index_files()
+        lists = [Path(p) for p in args.list] if args.list else \
+            [SHARED / "index.tsv"] if args.crossval else default_index_files()
         frames = select_frames(lists, args.per_drive)
-        backend = None if args.input != "network" else backend_from_arguments(args)
-        results = evaluate(backend, frames, ScaleConfig(mode="ground_plane",
-                                                        camera_height=args.camera_height),
-                           progress=sys.stderr.isatty(), kind=args.input)
+        scale_cfg = ScaleConfig(mode="ground_plane", camera_height=args.camera_height)
+        if args.crossval:
+            from .predict import make_backend
+
+            results = []
+            for name, model, held in crossval_runs(Path(args.crossval), frames):
+                backend = make_backend("torch", str(model), args.threads)
+                results += [dataclasses.replace(r, group=name) for r in evaluate(
+                    backend, held, scale_cfg, progress=sys.stderr.isatty())]
+        else:
+            backend = None if args.input != "network" else backend_from_arguments(args)
+            results = evaluate(backend, frames, scale_cfg, progress=sys.stderr.isatty(),
+                               kind=args.input)
     except (BackendUnavailable, ConfigError, ModelLoadError, KittiFormatError, OSError,
             ValueError) as exc:
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
-    source = backend.describe() if backend else f"{args.input} (ground truth x{STRESS_FACTOR})"
+    source = f"the fold models of {args.crossval}" if args.crossval else \
+        backend.describe() if backend else f"{args.input} (ground truth x{STRESS_FACTOR})"
     print(f"input: {source}; frames: {', '.join(str(p) for p in lists)}; "
           f"at most {args.per_drive} per drive\n")
     print(to_markdown(summarise(results)))

@@ -89,9 +89,10 @@ def test_shuffled_partner_is_another_frame_mostly_of_another_drive():
 
 
 @needs_shared
-def test_crossval_end_to_end_tiny(tmp_path):
+def test_crossval_end_to_end_tiny(tmp_path, capsys):
     """Two folds over three small drives, one tiny epoch each: every artefact is written, the
-    shuffled and baseline rows are there, and a rerun resumes from the results (no retraining)."""
+    shuffled and baseline rows are there, a rerun resumes from the results (no retraining), a
+    fine-only rerun reuses the coarse nets, and scale_eval scores each fold's held-out drives."""
     lines = (SHARED / "index.tsv").read_text().splitlines()
     keep = ("2011_09_26_drive_0022", "2011_09_26_drive_0061", "2011_09_26_drive_0087")
     subset = tmp_path / "subset.tsv"
@@ -117,6 +118,32 @@ def test_crossval_end_to_end_tiny(tmp_path):
     stamp = (out / "fold0_seed0" / "result.json").stat().st_mtime_ns
     assert crossval.main(args) == 0  # resumes: finished runs are not trained again
     assert (out / "fold0_seed0" / "result.json").stat().st_mtime_ns == stamp
+
+    # fine stage only, on these runs' coarse nets: the coarse scores are the same to the last
+    # digit (same net, same frames), the fine ones are not (another fine stage)
+    fine_only = tmp_path / "cv_fine"
+    args_fine = [a if a != str(out) else str(fine_only) for a in args]
+    assert crossval.main(args_fine + ["--init-coarse-from", str(out), "--coarse-noise",
+                                      "0.2"]) == 0
+    again = json.loads((fine_only / "crossval.json").read_text())
+    for a, b in zip(report["results"], again["results"]):
+        assert a["val"]["summary"]["coarse"] == b["val"]["summary"]["coarse"]
+        assert a["val"]["summary"]["fine"] != b["val"]["summary"]["fine"]
+    log = (fine_only / "fold0_seed0" / "log.csv").read_text()
+    assert ",fine," in log and ",coarse," not in log
+    assert crossval.main(args_fine + ["--init-coarse-from", str(tmp_path)]) == 2
+
+    # the ground-plane scale of each fold's model on the drives it held out
+    from mono_depth_ros import scale_eval
+
+    assert scale_eval.main(["--crossval", str(out), "--frames"]) == 0
+    text = capsys.readouterr().out
+    for fold, r in enumerate(report["results"]):
+        rows = [x.split(" | ")[1] for x in text.splitlines()
+                if x.startswith(f"| fold {fold} (held out) | ")]
+        scored = [v for v in rows if v in group_of]  # one row per frame, besides the summary
+        assert len(rows) == 1 + len(scored) and len(scored) >= 2
+        assert {group_of[v] for v in scored} == {group_of[v] for v in r["val_frames"]}
 
 
 def test_crossval_bad_folds_is_one_line(capsys):

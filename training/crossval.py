@@ -10,7 +10,9 @@ full coarse -> freeze -> fine schedule on the other folds and scores its fold's 
 most ``--val-per-drive`` per drive), median-scaled and metric, plus the untouched test frames of
 ``--test-list`` (``not_for_training/``: frames of Eigen test drives, never trained on or tuned
 for). Every finished run leaves ``result.json``; a rerun skips those and resumes unfinished
-training from its ``last.pt``. Writes ``crossval.json``, ``crossval.md`` and ``crossval.png``.
+training from its ``last.pt``. With ``--init-coarse-from`` an earlier run's folder, each run
+trains only the fine stage, on that folder's coarse net of its fold (fine-stage settings compared
+paired and cheaply). Writes ``crossval.json``, ``crossval.md`` and ``crossval.png``.
 """
 
 from __future__ import annotations
@@ -108,6 +110,19 @@ def run_one(cfg, model_cfg, train: list[D.Frame], val: list[D.Frame], test: list
     return result
 
 
+def coarse_from(folder: Path, fold: int, seed: int) -> Path:
+    """The model.pt of ``folder``'s run of ``fold`` with ``seed``, else its first seed's."""
+    same = folder / f"fold{fold}_seed{seed}" / "model.pt"
+    if same.is_file():
+        return same
+    runs = sorted(folder.glob(f"fold{fold}_seed*/model.pt"),
+                  key=lambda p: int(p.parent.name.rsplit("seed", 1)[1]))
+    if not runs:
+        raise ConfigError(f"--init-coarse-from {folder}: no finished run of fold {fold} "
+                          f"(fold{fold}_seed*/model.pt)")
+    return runs[0]
+
+
 def aggregate(results: list[dict], part: str) -> dict[str, dict[str, tuple[float, float]]]:
     """mean and std over runs of each model's AbsRel (median-scaled), metric AbsRel and d1."""
     out: dict[str, dict[str, tuple[float, float]]] = {}
@@ -179,6 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-list", default="../shared/kitti/not_for_training/index.tsv",
                    help="untouched test frames scored by every run ('' = none)")
     p.add_argument("--test-root", default="../shared/kitti")
+    p.add_argument("--init-coarse-from", default="",
+                   help="an earlier crossval --out folder: each run trains only the fine stage, "
+                   "on the coarse net of that folder's run of the same fold (same seed if it "
+                   "has one, else its first seed), so fine-stage settings compare paired, at "
+                   "a fraction of the time")
     own, rest = p.parse_known_args(argv)
     if "-h" in rest or "--help" in rest:
         print(__doc__)
@@ -207,7 +227,11 @@ def main(argv: list[str] | None = None) -> int:
             held = set(folds[fold])
             train = [f for f in frames if f.group not in held]
             val = cap_per_group([f for f in frames if f.group in held], own.val_per_drive)
-            results.append(run_one(replace(cfg, seed=seed), model_cfg, train, val, test,
+            run_cfg = replace(cfg, seed=seed)
+            if own.init_coarse_from:
+                run_cfg = replace(run_cfg, stages="fine", init_coarse=str(
+                    coarse_from(Path(own.init_coarse_from), fold, seed)))
+            results.append(run_one(run_cfg, model_cfg, train, val, test,
                                    out / f"fold{fold}_seed{seed}", cache))
     except (ConfigError, KittiFormatError, D.TestSceneError, ModelLoadError) as exc:
         print(f"crossval: error: {exc}", file=sys.stderr)
