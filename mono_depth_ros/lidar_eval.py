@@ -203,10 +203,15 @@ class EvalRecorder:
 
     def _plots_by(self, deadline: float, out: Path, table: list[dict]) -> dict:
         """``_plots`` in a thread, waited for until ``deadline``; {} if not done by then (the
-        unfinished plots are written under temporary names, never as half files)."""
+        unfinished plots are written under temporary names, never as half files). None are
+        drawn when there is no frame to plot, or when matplotlib is not imported yet: importing
+        it holds the GIL for long stretches, which would hold up everything else too."""
+        import sys
         import threading
         import time
 
+        if not self.records or "matplotlib.pyplot" not in sys.modules:
+            return {}
         box: dict = {}
 
         def run():

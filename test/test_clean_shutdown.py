@@ -38,6 +38,13 @@ DOMAIN_ID = 74
 CYCLES = {"depth_node": 8, "kitti_eval_node": 7, "kitti_bag_player": 6, "mono_depth_bringup": 2}
 EARLIEST = 0.4       # s after Popen: the interpreter must be up (~0.2 s here; docs/runtime.md)
 STOP_WITHIN = 2.0    # s from the signal to the exit
+# ... for a signal during start-up in this test. CPython runs a signal handler in the main thread
+# between bytecodes, so it waits while a C call holds the GIL (extension imports, creating the
+# DDS participant: up to ~0.25 s each on an idle machine). Here four lanes, the feeder and the
+# burner load the 2 cores about 3x over, threads holding the GIL wait for a core, and such stops
+# were measured at up to 3.9 s (exit 0, no traceback). The 2 s of the spec, under the spec's load
+# (one CPU burner beside the process), is checked by test_stop_during_start_up_beside_one_burner.
+STOP_WITHIN_STARTUP_OVERLOADED = 5.0
 # mono_depth_bringup forwards the signal and then waits for its children, each held to 2 s: its
 # own exit comes after theirs (measured up to 2.04 s with the CPU burner and the suite beside it)
 STOP_WITHIN_PARENT = 2.5
@@ -262,6 +269,7 @@ def test_every_node_stops_cleanly_under_load(bag, tmp_path):
           f"exit {feeder_rc}")
     bad = [r for r in results if r["rc"] != 0 or r["traceback"] or not r.get("report", True)
            or r["stop_s"] > (STOP_WITHIN_PARENT if r["exe"] == "mono_depth_bringup"
+                             else STOP_WITHIN_STARTUP_OVERLOADED if r["phase"] == "start-up"
                              else STOP_WITHIN)]
     detail = "\n".join(f"{r['exe']} #{r['cycle']} ({r['signal']} after {r['delay']} s, "
                        f"{r['phase']}): exit {r['rc']} in {r['stop_s']} s\n"
@@ -299,3 +307,94 @@ def test_stop_signal_while_the_interpreter_starts(use_spawn, tmp_path):
         assert all(o == (0, False) for o in outcomes), outcomes
     else:
         assert any(o != (0, False) for o in outcomes), outcomes
+
+
+SLOW_TEARDOWN = """
+import os, signal, sys, time
+from mono_depth_ros.ros import lifecycle
+from rclpy.node import Node
+
+class SlowToDestroy(Node):  # a real node whose teardown hangs, as DDS teardown can under load
+    def destroy_node(self):
+        time.sleep(10)
+        return super().destroy_node()
+
+stop = lifecycle.install()
+lifecycle.init()
+node = SlowToDestroy("slow_teardown")
+stop.defer()
+if sys.argv[1] == "signal":
+    os.kill(os.getpid(), signal.SIGTERM)
+    stop.wait(5)
+    print(f"since {stop.since:.3f}", flush=True)
+lifecycle.finish(None, [node], code=3)
+lifecycle.exit(4)
+"""
+
+
+@pytest.mark.parametrize("signalled", [True, False], ids=["stop signal", "no signal"])
+def test_a_hanging_teardown_is_cut_short_after_a_stop_signal(signalled):
+    """After a stop signal, ``lifecycle.finish`` leaves ``TEARDOWN_BY`` seconds after the signal
+    with the caller's status, however long destroying the nodes takes; without a signal (the
+    work ended on its own) it waits for the teardown and the caller's exit follows."""
+    from mono_depth_ros.ros.lifecycle import TEARDOWN_BY
+
+    env = ros_env(int(os.environ.get("ROS_DOMAIN_ID", "41")) + 51)
+    t0 = time.monotonic()
+    p = subprocess.run([sys.executable, "-c", SLOW_TEARDOWN,
+                        "signal" if signalled else "none"], env=env, capture_output=True,
+                       text=True, timeout=60)
+    t_end = time.monotonic()
+    assert "Traceback" not in p.stderr, p.stderr
+    if signalled:
+        since = float(p.stdout.split("since ")[1].split()[0])
+        assert p.returncode == 3, p.stdout + p.stderr
+        assert TEARDOWN_BY - 0.05 < t_end - since < TEARDOWN_BY + 1.5, t_end - since
+    else:
+        assert p.returncode == 4 and t_end - t0 > 10, (p.returncode, t_end - t0)
+
+
+def test_stop_during_start_up_beside_one_burner(tmp_path):
+    """The spec's load: one CPU-burning process beside the node and nothing else of ours. A stop
+    signal 0.4-1.3 s after the start (imports, DDS participant, model loading; the latest ones
+    may find the node running) ends it with status 0, no traceback, within 2 s."""
+    env = ros_env(int(os.environ.get("ROS_DOMAIN_ID", "41")) + 52)
+    seed = int(os.environ.get("MONO_DEPTH_STOP_SEED", time.time_ns() % 100000))
+    rng = random.Random(seed)
+    bag = tmp_path / "bag"
+    convert(DRIVE_0001, bag, frames=[5], progress=False)
+    commands = {"depth_node": script("depth_node") + ["--ros-args", "-p", "threads:=1"],
+                "kitti_eval_node": script("kitti_eval_node") + [
+                    "--ros-args", "-p", f"calib_dir:={DRIVE_0001.parent}",
+                    "-p", f"output_dir:={tmp_path / 'report'}"],
+                "kitti_bag_player": script("kitti_bag_player") + [str(bag), "--loop"]}
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"], env=env)
+    results = []
+    try:
+        for name, cmd in commands.items():
+            for i in range(3):
+                log = tmp_path / f"{name}_{i}.log"
+                with open(log, "wb") as f:
+                    p = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT,
+                                         cwd=tmp_path, start_new_session=True)
+                    time.sleep(EARLIEST + 0.3 * i + rng.uniform(0.0, 0.3))  # 0.4-1.3 s
+                    started = log.read_text(errors="replace")
+                    t = time.monotonic()
+                    p.send_signal((signal.SIGINT, signal.SIGTERM)[i % 2])
+                    try:
+                        rc = p.wait(15)
+                    except subprocess.TimeoutExpired:
+                        p.kill()
+                        p.wait()
+                        rc = "hung"
+                    took = time.monotonic() - t
+                results.append((name, i, phase(name, started, None), rc, round(took, 2),
+                                "Traceback" in log.read_text(errors="replace")))
+    finally:
+        burner.kill()
+        burner.wait()
+    print(f"seed {seed}: " + "; ".join(
+        f"{n} #{i} ({ph}): exit {rc} in {s} s" for n, i, ph, rc, s, _ in results))
+    assert all(rc == 0 and not tb and took <= STOP_WITHIN
+               for _, _, _, rc, took, tb in results), (seed, results)
+    assert sum(ph == "start-up" for _, _, ph, *_ in results) >= 3, results

@@ -207,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     from rclpy.node import Node
 
     lifecycle.init(["kitti_bag_player", *ros_args])
-    node = Node("kitti_bag_player")
+    # in a thread: creating the DDS participant takes ~0.7 s, and a signal meanwhile must not
+    # wait for it (Python runs handlers in the main thread, between bytecodes)
+    node = lifecycle.build(lambda: Node("kitti_bag_player"), stop)
     rc = 0
     try:
         # opening and indexing the bag is start-up: a signal meanwhile still exits at once
@@ -235,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     except BagError as exc:
         print(f"kitti_bag_player: error: {exc}", file=sys.stderr, flush=True)
         rc = 2
-    lifecycle.finish(None, [node])
+    lifecycle.finish(None, [node], code=rc)
     lifecycle.exit(rc)
     return rc
 
