@@ -203,10 +203,15 @@ class Client:
         return [resp.result] if atomically else list(resp.results)
 
     def close(self):
-        self.executor.shutdown(timeout_sec=1.0)
+        """Stop the spin thread first, then destroy: destroying the node and shutting the context
+        down while that thread is still inside a wait deadlocked rclpy once under load (the
+        thread in EventHandler.__exit__, the main one in Context._logging_fini)."""
+        self.executor.shutdown(timeout_sec=10.0)
+        self.thread.join(10.0)
+        if self.thread.is_alive():
+            return  # still inside a wait: leave the context to this process's exit, not hang
         self.node.destroy_node()
         self.rclpy.try_shutdown(context=self.context)
-        self.thread.join(2.0)
 
 
 def kitti_info_msg(width: int = 1242, height: int = 375):

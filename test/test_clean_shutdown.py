@@ -182,7 +182,13 @@ class DepthListener:
         return any(x >= t for x in list(self.times))
 
     def close(self):
-        self.executor.shutdown(timeout_sec=1.0)
+        """Stop the spin thread first, then destroy: destroying the node and shutting the context
+        down while that thread is still inside a wait deadlocked rclpy once under load (the
+        thread in EventHandler.__exit__, the main one in Context._logging_fini)."""
+        self.executor.shutdown(timeout_sec=10.0)
+        self.thread.join(10.0)
+        if self.thread.is_alive():
+            return  # still inside a wait: leave the context to this process's exit, not hang
         self.node.destroy_node()
         self.rclpy.try_shutdown(context=self.ctx)
 
