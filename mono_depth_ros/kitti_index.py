@@ -45,6 +45,12 @@ class IndexFrame:
         right = "image_03" in self.frame_id or {"image_03", "image_3"} & set(self.rgb.parts)
         return 3 if right else 2
 
+    @property
+    def group(self) -> str:
+        """Cross-validation group: the raw drive, or the frame itself where the drive is unknown
+        (frames of one drive are near-duplicates and must never sit on both sides of a split)."""
+        return self.drive or f"frame:{self.frame_id}"
+
 
 def read_index(path: str | Path, root: str | Path | None = None) -> list[IndexFrame]:
     """Rows of ``path`` (paths relative to ``root``, default: the file's folder)."""

@@ -124,8 +124,8 @@ def select_frames(index_files: list[Path], per_drive: int) -> list:
 
 def crossval_runs(folder: Path, frames: list) -> list[tuple[str, Path, list]]:
     """(name, model.pt, held-out frames) per fold of a ``training.crossval`` output folder: the
-    fold's first finished seed, and the frames whose drive (or, drive-less, the frame itself)
-    that fold held out."""
+    fold's first finished seed, and the frames whose group (``IndexFrame.group``) that fold held
+    out."""
     import json
 
     try:
@@ -141,7 +141,7 @@ def crossval_runs(folder: Path, frames: list) -> list[tuple[str, Path, list]]:
             raise ValueError(f"{folder}: fold {k} has no model.pt")
         held = set(groups)
         runs.append((f"fold {k} (held out)", models[0],
-                     [f for f in frames if (f.drive or f"frame:{f.frame_id}") in held]))
+                     [f for f in frames if f.group in held]))
     return runs
 
 

@@ -38,12 +38,6 @@ class Frame(IndexFrame):
 
     gt_png_right: Path | None = None  # its ground truth (annotated or velodyne_raw, image_03)
 
-    @property
-    def group(self) -> str:
-        """Cross-validation group: the raw drive, or the frame itself where the drive is unknown
-        (frames of one drive are near-duplicates and must never sit on both sides of a split)."""
-        return self.drive or f"frame:{self.frame_id}"
-
     def right_view(self) -> "Frame | None":
         """The right camera's image as a training frame of its own, where its ground truth
         exists (same drive, so it always falls on the same side of a split as the left one)."""
