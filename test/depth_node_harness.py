@@ -203,15 +203,20 @@ class Client:
         return [resp.result] if atomically else list(resp.results)
 
     def close(self):
-        """Stop the spin thread first, then destroy: destroying the node and shutting the context
-        down while that thread is still inside a wait deadlocked rclpy once under load (the
-        thread in EventHandler.__exit__, the main one in Context._logging_fini)."""
-        self.executor.shutdown(timeout_sec=10.0)
-        self.thread.join(10.0)
-        if self.thread.is_alive():
-            return  # still inside a wait: leave the context to this process's exit, not hang
-        self.node.destroy_node()
-        self.rclpy.try_shutdown(context=self.context)
+        close_spinning(self.executor, self.thread, self.node, self.rclpy, self.context)
+
+
+def close_spinning(executor, thread, node, rclpy, context) -> None:
+    """End an in-test client spun by ``thread``: stop that thread first, then destroy. Destroying
+    the node and shutting the context down while the thread is still inside a wait deadlocked
+    rclpy once under load (the thread in EventHandler.__exit__, the main one in
+    Context._logging_fini)."""
+    executor.shutdown(timeout_sec=10.0)
+    thread.join(10.0)
+    if thread.is_alive():
+        return  # still inside a wait: leave the context to this process's exit, not hang
+    node.destroy_node()
+    rclpy.try_shutdown(context=context)
 
 
 def kitti_info_msg(width: int = 1242, height: int = 375):

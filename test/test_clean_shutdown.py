@@ -29,7 +29,7 @@ import pytest
 pytest.importorskip("rclpy", reason="rclpy (ros-kilted-rclpy) is not installed")
 
 from conftest import DRIVE_0001, REPO  # noqa: E402
-from depth_node_harness import ros_env  # noqa: E402
+from depth_node_harness import close_spinning, ros_env  # noqa: E402
 
 from mono_depth_ros.bags import topics  # noqa: E402
 from mono_depth_ros.bags.kitti_to_bag import convert  # noqa: E402
@@ -71,6 +71,16 @@ def tagged_pids(tag: str) -> list[int]:
         except OSError:
             continue
     return pids
+
+
+def wait_or_kill(p: subprocess.Popen, timeout: float = 15.0):
+    """``p``'s exit status, or "hung" (and killed) if it has not exited within ``timeout``."""
+    try:
+        return p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        return "hung"
 
 
 class Lane(threading.Thread):
@@ -118,12 +128,7 @@ class Lane(threading.Thread):
                 time.sleep(self.rng.uniform(0.05, 0.4))  # while it writes its report
                 if p.poll() is None:
                     p.send_signal(sig)
-            try:
-                rc = p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-                rc = "hung"
+            rc = wait_or_kill(p)
             took = time.monotonic() - t
         text = log.read_text(errors="replace")
         if out is not None:  # mono_depth_bringup: its children's logs too
@@ -182,15 +187,7 @@ class DepthListener:
         return any(x >= t for x in list(self.times))
 
     def close(self):
-        """Stop the spin thread first, then destroy: destroying the node and shutting the context
-        down while that thread is still inside a wait deadlocked rclpy once under load (the
-        thread in EventHandler.__exit__, the main one in Context._logging_fini)."""
-        self.executor.shutdown(timeout_sec=10.0)
-        self.thread.join(10.0)
-        if self.thread.is_alive():
-            return  # still inside a wait: leave the context to this process's exit, not hang
-        self.node.destroy_node()
-        self.rclpy.try_shutdown(context=self.ctx)
+        close_spinning(self.executor, self.thread, self.node, self.rclpy, self.ctx)
 
 
 @pytest.fixture(scope="module")
@@ -387,12 +384,7 @@ def test_stop_during_start_up_beside_one_burner(tmp_path):
                     started = log.read_text(errors="replace")
                     t = time.monotonic()
                     p.send_signal((signal.SIGINT, signal.SIGTERM)[i % 2])
-                    try:
-                        rc = p.wait(15)
-                    except subprocess.TimeoutExpired:
-                        p.kill()
-                        p.wait()
-                        rc = "hung"
+                    rc = wait_or_kill(p)
                     took = time.monotonic() - t
                 results.append((name, i, phase(name, started, None), rc, round(took, 2),
                                 "Traceback" in log.read_text(errors="replace")))
