@@ -1,15 +1,16 @@
 """Fast DDS shared-memory files in ``/dev/shm``: remove this process's own on an abrupt exit, and
 the ones dead processes left behind, so that crashes and kills do not fill the RAM-backed disk.
 
-Every Fast DDS participant creates a segment (``fastdds_<16 characters>``, 35 MB with the large
-image profile of ``config/fastdds_large_images.xml``) and holds an ``flock`` on its ``_el`` lock
-file while it lives; ports (``fastdds_port<N>``) work the same way and are shared between
-processes. A participant that is destroyed removes its files; a process that leaves without
-destroying it (``os._exit`` during start-up, the teardown cut short after a stop signal, SIGKILL,
-a crash) leaves them. ``remove_zombies`` is eProsima's ``fastdds shm clean`` rule (a lock file
-nobody holds belongs to a dead process), with an age limit so that a participant being created
-at this moment, before it takes its lock, is never touched. No rclpy import: it runs before
-rclpy starts and inside ``os._exit`` paths.
+Every Fast DDS participant creates segments (``fastdds_<16 characters>``, 35 MB and 0.5 MB with
+the large image profile of ``config/fastdds_large_images.xml``) and holds an ``flock`` on each
+one's ``_el`` lock file while it lives. A participant that is destroyed removes them; a process
+that leaves without destroying it (``os._exit`` during start-up, the teardown cut short after a
+stop signal, SIGKILL, a crash) leaves them. ``remove_zombies`` is eProsima's ``fastdds shm clean``
+rule (a lock file nobody holds belongs to a dead process), with an age limit so that a
+participant being created at this moment, before it takes its lock, is never touched. Ports
+(``fastdds_port<N>``, 52 kB) are left alone: a new participant may reopen a dead one's port at
+any moment (Fast DDS then takes it over itself), so removing one could race with it. No rclpy
+import: it runs before rclpy starts and inside ``os._exit`` paths.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from pathlib import Path
 
 SHM_DIR = Path("/dev/shm")
 SEGMENT_LOCK = re.compile(r"^fastdds_[0-9a-z]{16}_el$")
-PORT_LOCK = re.compile(r"^fastdds_port\d{1,5}_el$")
 # a lock file younger than this may belong to a participant that has not locked it yet
 MIN_AGE_S = 10.0
 
@@ -34,7 +34,7 @@ def uses_fast_dds(env=None) -> bool:
 
 
 def own_segments(shm_dir: Path = SHM_DIR) -> list[Path]:
-    """Segment files (not ports, which other processes share) whose lock this process holds."""
+    """Segment files whose lock this process holds (not ports: other processes use those)."""
     found = []
     try:
         fds = os.listdir("/proc/self/fd")
@@ -66,17 +66,23 @@ def remove_own(shm_dir: Path = SHM_DIR) -> int:
 
 
 def _held_by_someone(lock: Path) -> bool:
+    """True unless nobody holds ``lock`` (gone or unreadable count as held: left alone)."""
     try:
-        with open(lock, "ab") as fd:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except OSError:  # locked by a live process (or unreadable: leave it)
+        fd = os.open(lock, os.O_RDONLY)  # (never creates it)
+    except OSError:
         return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except OSError:  # a live process holds it
+        return True
+    finally:
+        os.close(fd)
 
 
 def remove_zombies(shm_dir: Path = SHM_DIR, min_age_s: float = MIN_AGE_S) -> int:
-    """Remove segments and ports whose lock file nobody holds and that are older than
-    ``min_age_s``: their process is gone. Returns the number of bytes freed."""
+    """Remove the segments whose lock file nobody holds and that are older than ``min_age_s``:
+    their process is gone. Returns the number of bytes freed."""
     freed = 0
     now = time.time()
     try:
@@ -84,8 +90,7 @@ def remove_zombies(shm_dir: Path = SHM_DIR, min_age_s: float = MIN_AGE_S) -> int
     except OSError:
         return 0
     for name in names:
-        is_port = bool(PORT_LOCK.match(name))
-        if not (is_port or SEGMENT_LOCK.match(name)):
+        if not SEGMENT_LOCK.match(name):
             continue
         lock = shm_dir / name
         try:
@@ -93,11 +98,7 @@ def remove_zombies(shm_dir: Path = SHM_DIR, min_age_s: float = MIN_AGE_S) -> int
                 continue
         except OSError:
             continue
-        data = lock.with_name(name[:-3])
-        paths = [data, lock]
-        if is_port:
-            paths.append(shm_dir / f"sem.{data.name}_mutex")
-        for path in paths:
+        for path in (lock.with_name(name[:-3]), lock):
             try:
                 size = path.stat().st_size
                 path.unlink()
