@@ -119,17 +119,19 @@ def test_crossval_end_to_end_tiny(tmp_path, capsys):
     assert crossval.main(args) == 0  # resumes: finished runs are not trained again
     assert (out / "fold0_seed0" / "result.json").stat().st_mtime_ns == stamp
 
-    # fine stage only, on these runs' coarse nets: the coarse scores are the same to the last
-    # digit (same net, same frames), the fine ones are not (another fine stage)
+    # fine stage only, on these runs' coarse nets (seed 3 has none of its own: seed 0's), the
+    # trainer's --seed passed on (not taken for crossval's --seeds): the coarse scores are the
+    # same to the last digit (same net, same frames), the fine ones are not (another fine stage)
     fine_only = tmp_path / "cv_fine"
     args_fine = [a if a != str(out) else str(fine_only) for a in args]
     assert crossval.main(args_fine + ["--init-coarse-from", str(out), "--coarse-noise",
-                                      "0.2"]) == 0
+                                      "0.2", "--seed", "3"]) == 0
     again = json.loads((fine_only / "crossval.json").read_text())
+    assert len(again["results"]) == 2
     for a, b in zip(report["results"], again["results"]):
         assert a["val"]["summary"]["coarse"] == b["val"]["summary"]["coarse"]
         assert a["val"]["summary"]["fine"] != b["val"]["summary"]["fine"]
-    log = (fine_only / "fold0_seed0" / "log.csv").read_text()
+    log = (fine_only / "fold0_seed3" / "log.csv").read_text()
     assert ",fine," in log and ",coarse," not in log
     assert crossval.main(args_fine + ["--init-coarse-from", str(tmp_path)]) == 2
 

@@ -185,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from mono_depth_ros.kitti import read_test_scenes
 
-    p = argparse.ArgumentParser(add_help=False)
+    # no abbreviations: "--seed 1" (the trainer's flag, passed on) must not be read as "--seeds 1"
+    p = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     p.add_argument("--folds", type=int, default=3)
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--out", default="runs/crossval")
