@@ -7,7 +7,8 @@ domain so that they talk to each other: a looping player feeds the depth nodes, 
 the evaluation nodes. Each stop signal (SIGINT or SIGTERM, alternating) comes at a random delay,
 from start-up (imports, model loading) to running (inference, publishing); evaluation nodes get a
 second signal while they write their report. Every exit status must be 0, within 2 s, with no
-"Traceback" in the output, and a started evaluation node must leave its report.
+"Traceback" in the output, a started evaluation node must leave its report, and no process may
+leave its Fast DDS shared-memory segment in /dev/shm.
 
 The seed is printed; rerun one with MONO_DEPTH_STOP_SEED=<seed>.
 """
@@ -33,6 +34,7 @@ from depth_node_harness import close_spinning, ros_env  # noqa: E402
 
 from mono_depth_ros.bags import topics  # noqa: E402
 from mono_depth_ros.bags.kitti_to_bag import convert  # noqa: E402
+from mono_depth_ros.ros import shm_segments  # noqa: E402
 
 DOMAIN_ID = 74
 CYCLES = {"depth_node": 8, "kitti_eval_node": 7, "kitti_bag_player": 6, "mono_depth_bringup": 2}
@@ -218,6 +220,7 @@ def test_every_node_stops_cleanly_under_load(bag, tmp_path):
     def bringup_out(cmd, out):
         return cmd + ["--output-dir", str(out), "--log-dir", str(out) + "_logs"]
 
+    dead_before = set(shm_segments.dead_segments())
     listener = DepthListener(DEPTH, DOMAIN_ID)
     burner = subprocess.Popen([sys.executable, "-c", "while True: pass"], env=env)
     feeder = subprocess.Popen(script("kitti_bag_player") + player_args, env=env,
@@ -283,6 +286,9 @@ def test_every_node_stops_cleanly_under_load(bag, tmp_path):
     # signals came during start-up and while depth_node was inferring / publishing
     assert {"start-up", "inference"} <= {r["phase"] for r in results if r["exe"] == "depth_node"}
     assert wall < WALL_LIMIT, f"{wall:.0f} s"
+    # no stop, however early or cut short, leaves its Fast DDS segment behind (35 MB of RAM each)
+    left = sorted(set(shm_segments.dead_segments()) - dead_before)
+    assert not left, f"segments of stopped processes left in /dev/shm: {left}"
 
 
 @pytest.mark.parametrize("use_spawn", [True, False], ids=["lifecycle.spawn", "plain Popen"])

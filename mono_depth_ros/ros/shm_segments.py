@@ -80,15 +80,15 @@ def _held_by_someone(lock: Path) -> bool:
         os.close(fd)
 
 
-def remove_zombies(shm_dir: Path = SHM_DIR, min_age_s: float = MIN_AGE_S) -> int:
-    """Remove the segments whose lock file nobody holds and that are older than ``min_age_s``:
-    their process is gone. Returns the number of bytes freed."""
-    freed = 0
+def dead_segments(shm_dir: Path = SHM_DIR, min_age_s: float = 0.0) -> list[Path]:
+    """Segment files whose lock file nobody holds (their process is gone) and that are older
+    than ``min_age_s``."""
+    found = []
     now = time.time()
     try:
         names = os.listdir(shm_dir)
     except OSError:
-        return 0
+        return found
     for name in names:
         if not SEGMENT_LOCK.match(name):
             continue
@@ -98,7 +98,16 @@ def remove_zombies(shm_dir: Path = SHM_DIR, min_age_s: float = MIN_AGE_S) -> int
                 continue
         except OSError:
             continue
-        for path in (lock.with_name(name[:-3]), lock):
+        found.append(lock.with_name(name[:-3]))
+    return sorted(found)
+
+
+def remove_zombies(shm_dir: Path = SHM_DIR, min_age_s: float = MIN_AGE_S) -> int:
+    """Remove the dead segments (``dead_segments``) older than ``min_age_s``, lock files
+    included. Returns the number of bytes freed."""
+    freed = 0
+    for segment in dead_segments(shm_dir, min_age_s):
+        for path in (segment, segment.with_name(segment.name + "_el")):
             try:
                 size = path.stat().st_size
                 path.unlink()
