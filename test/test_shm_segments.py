@@ -29,7 +29,7 @@ DOMAIN_ID = int(os.environ.get("ROS_DOMAIN_ID", "41")) + 44
 PARTICIPANT = """
 import sys, time
 from mono_depth_ros.ros import lifecycle, shm_segments
-rclpy = lifecycle.init([])
+rclpy = lifecycle.init(["--ros-args", "--log-level", "mono_depth_ros:=debug"])
 node = rclpy.create_node("shm_test")
 print(*[str(p) for p in shm_segments.own_segments()], flush=True)
 how = sys.argv[1]

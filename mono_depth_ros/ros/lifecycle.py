@@ -140,8 +140,8 @@ def init(args: list[str] | None = None, **kwargs):
     install()
     freed = shm_segments.remove_zombies() if shm_segments.uses_fast_dds() else 0
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO, **kwargs)
-    if freed:
-        get_logger("mono_depth_ros").info(
+    if freed:  # (debug: a start that fails must still print one line, its error)
+        get_logger("mono_depth_ros").debug(
             f"removed {freed / 1e6:.0f} MB of Fast DDS shared memory left by dead processes")
     return rclpy
 
