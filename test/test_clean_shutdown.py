@@ -248,10 +248,7 @@ def test_every_node_stops_cleanly_under_load(bag, tmp_path):
             lane.join(WALL_LIMIT + 30)
         wall = time.monotonic() - t0
         feeder.send_signal(signal.SIGINT)
-        try:
-            feeder_rc = feeder.wait(15)
-        except subprocess.TimeoutExpired:
-            feeder_rc = "hung"
+        feeder_rc = wait_or_kill(feeder)  # (killed if hung: its output can then be read)
         feeder_out = feeder.stdout.read().decode(errors="replace")
     finally:
         listener.close()

@@ -50,10 +50,6 @@ def start(how: str) -> tuple[subprocess.Popen, list[Path]]:
     return proc, segments
 
 
-def files_of(segment: Path) -> list[Path]:
-    return [segment, segment.with_name(segment.name + "_el")]
-
-
 def remove(paths) -> None:
     for p in paths:
         p.unlink(missing_ok=True)
@@ -62,13 +58,13 @@ def remove(paths) -> None:
 def test_a_process_leaving_through_exit_now_removes_its_segment_and_os_exit_would_not():
     proc, segments = start("os_exit")
     assert proc.wait(20) == 0
-    left = [p for s in segments for p in files_of(s) if p.exists()]
+    left = [p for s in segments for p in shm_segments.segment_files(s) if p.exists()]
     assert left, "os._exit left nothing behind: this test could not tell the fix from its absence"
     remove(left)
 
     proc, segments = start("exit_now")
     assert proc.wait(20) == 0
-    left = [p for s in segments for p in files_of(s) if p.exists()]
+    left = [p for s in segments for p in shm_segments.segment_files(s) if p.exists()]
     remove(left)
     assert not left, f"exit_now left {left}"
 
@@ -79,12 +75,12 @@ def test_the_next_start_removes_a_killed_process_segment_and_keeps_a_live_one():
     try:
         killed.send_signal(signal.SIGKILL)
         killed.wait(10)
-        dead = [p for s in dead_segments for p in files_of(s)]
+        dead = [p for s in dead_segments for p in shm_segments.segment_files(s)]
         assert all(p.exists() for p in dead), "SIGKILL left nothing behind"
         # age them past the window in which a participant being created may not hold its lock yet
         # (and age the live one's too: it is kept because its lock is held, not because it is young)
         old = time.time() - 2 * shm_segments.MIN_AGE_S
-        for p in dead + [p for s in live_segments for p in files_of(s)]:
+        for p in dead + [p for s in live_segments for p in shm_segments.segment_files(s)]:
             os.utime(p, (old, old))
         dead_bytes = sum(p.stat().st_size for p in dead)
         assert dead_bytes > 1e6, f"segments of {dead_bytes} bytes: not the large-image profile?"
@@ -93,7 +89,7 @@ def test_the_next_start_removes_a_killed_process_segment_and_keeps_a_live_one():
         out, err = nxt.communicate(timeout=20)
         assert nxt.returncode == 0, err
         assert not [p for p in dead if p.exists()], "the next start left the dead segment"
-        assert all(p.exists() for s in live_segments for p in files_of(s)), \
+        assert all(p.exists() for s in live_segments for p in shm_segments.segment_files(s)), \
             "the live process's segment was removed"
         assert "MB of Fast DDS shared memory left by dead processes" in err
     finally:
@@ -101,4 +97,4 @@ def test_the_next_start_removes_a_killed_process_segment_and_keeps_a_live_one():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(10)
-        remove(p for s in dead_segments + live_segments for p in files_of(s))
+        remove(p for s in dead_segments + live_segments for p in shm_segments.segment_files(s))

@@ -27,10 +27,28 @@ SEGMENT_LOCK = re.compile(r"^fastdds_[0-9a-z]{16}_el$")
 MIN_AGE_S = 10.0
 
 
-def uses_fast_dds(env=None) -> bool:
+def uses_fast_dds() -> bool:
     """True when rclpy will talk over Fast DDS (the default RMW of ROS 2 Kilted)."""
-    rmw = (env if env is not None else os.environ).get("RMW_IMPLEMENTATION", "")
+    rmw = os.environ.get("RMW_IMPLEMENTATION", "")
     return rmw == "" or rmw.startswith("rmw_fastrtps")
+
+
+def segment_files(segment: Path) -> tuple[Path, Path]:
+    """A segment's two files: the data and its ``_el`` lock file."""
+    return segment, segment.with_name(segment.name + "_el")
+
+
+def _remove(segment: Path) -> int:
+    """Unlink both files of ``segment`` (those still there); the bytes freed."""
+    freed = 0
+    for path in segment_files(segment):
+        try:
+            size = path.stat().st_size
+            path.unlink()
+            freed += size
+        except OSError:
+            continue
+    return freed
 
 
 def own_segments(shm_dir: Path = SHM_DIR) -> list[Path]:
@@ -53,16 +71,8 @@ def own_segments(shm_dir: Path = SHM_DIR) -> list[Path]:
 def remove_own(shm_dir: Path = SHM_DIR) -> int:
     """Unlink this process's own segments and their lock files (for a process about to leave
     without destroying its participant); peers that mapped them keep their mapping. Returns the
-    number of segments removed."""
-    removed = 0
-    for segment in own_segments(shm_dir):
-        for path in (segment, segment.with_name(segment.name + "_el")):
-            try:
-                path.unlink()
-            except OSError:
-                continue
-        removed += 1
-    return removed
+    number of bytes freed."""
+    return sum(_remove(segment) for segment in own_segments(shm_dir))
 
 
 def _held_by_someone(lock: Path) -> bool:
@@ -105,13 +115,4 @@ def dead_segments(shm_dir: Path = SHM_DIR, min_age_s: float = 0.0) -> list[Path]
 def remove_zombies(shm_dir: Path = SHM_DIR, min_age_s: float = MIN_AGE_S) -> int:
     """Remove the dead segments (``dead_segments``) older than ``min_age_s``, lock files
     included. Returns the number of bytes freed."""
-    freed = 0
-    for segment in dead_segments(shm_dir, min_age_s):
-        for path in (segment, segment.with_name(segment.name + "_el")):
-            try:
-                size = path.stat().st_size
-                path.unlink()
-                freed += size
-            except OSError:
-                continue
-    return freed
+    return sum(_remove(segment) for segment in dead_segments(shm_dir, min_age_s))
