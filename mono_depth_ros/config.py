@@ -271,6 +271,8 @@ class BackendConfig:
     ort_spinning: bool = opt(False, "let idle onnxruntime threads busy-wait for work (off: "
                              "spinning threads take the cores DDS and the node's callback "
                              "need)")
+    flip_average: bool = opt(False, "also run the network on the mirrored image and blend the "
+                             "two predictions (more accurate depth, twice the inference time)")
 
     def validate(self) -> "BackendConfig":
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):

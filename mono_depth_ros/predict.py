@@ -40,13 +40,13 @@ def collect_images(paths: list[str]) -> list[Path]:
     return out
 
 
-def make_backend(name: str, model: str | None, threads: int = 0):
+def make_backend(name: str, model: str | None, threads: int = 0, flip_average: bool = False):
     """The inference backend chosen by ``--backend`` (``backends.factory``)."""
     from .backends.factory import create_backend
     from .config import BackendConfig, from_dict
 
     cfg = from_dict(BackendConfig, {"backend": name, "checkpoint": model or "",
-                                    "threads": threads})
+                                    "threads": threads, "flip_average": flip_average})
     return create_backend(cfg)
 
 
@@ -123,6 +123,8 @@ def run(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=("auto", "tensorrt", "onnxruntime", "torch"),
                         default="auto")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = library default)")
+    parser.add_argument("--flip-average", action="store_true",
+                        help="blend with the mirrored image's prediction (x2 inference)")
     parser.add_argument("--fx", type=float, default=None,
                         help="focal length in pixels of the given images at their own size; the "
                              "images are brought to the model's camera so that metres stay "
@@ -148,7 +150,7 @@ def run(argv: list[str] | None = None) -> int:
         first = read_rgb(images[0])  # a bad image fails before the model is loaded
         if args.fx is not None:
             image_camera(args, first)  # and so do bad intrinsics
-        backend = make_backend(args.backend, args.model, args.threads)
+        backend = make_backend(args.backend, args.model, args.threads, args.flip_average)
         out_dir = Path(args.out)
         out_dir.mkdir(parents=True, exist_ok=True)
         times = []

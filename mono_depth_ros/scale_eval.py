@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
 
             results = []
             for name, model, held in crossval_runs(Path(args.crossval), frames):
-                backend = make_backend("torch", str(model), args.threads)
+                backend = make_backend("torch", str(model), args.threads, args.flip_average)
                 results += [dataclasses.replace(r, group=name) for r in evaluate(
                     backend, held, scale_cfg, progress=sys.stderr.isatty())]
         else:

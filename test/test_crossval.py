@@ -112,12 +112,28 @@ def test_crossval_end_to_end_tiny(tmp_path, capsys):
     for r in report["results"]:
         held = {group_of[v] for v in r["val_frames"]}
         assert held and not held & set(r["train_groups"])  # no drive on both sides
-        assert {"coarse", "fine", "baseline", "shuffled"} <= set(r["val"]["summary"])
+        assert {"coarse", "fine", "fine_flip", "baseline", "shuffled"} <= set(r["val"]["summary"])
+        assert r["val"]["summary"]["fine_flip"] != r["val"]["summary"]["fine"]
     assert (out / "crossval.png").stat().st_size > 1000
-    assert "shuffled-prediction gap" in (out / "crossval.md").read_text()
+    md = (out / "crossval.md").read_text()
+    assert "shuffled-prediction gap" in md and "flip averaging gain" in md
     stamp = (out / "fold0_seed0" / "result.json").stat().st_mtime_ns
     assert crossval.main(args) == 0  # resumes: finished runs are not trained again
     assert (out / "fold0_seed0" / "result.json").stat().st_mtime_ns == stamp
+
+    # a run finished before flip averaging existed is scored from its model.pt on a rerun
+    old = out / "fold1_seed0" / "result.json"
+    r1 = json.loads(old.read_text())
+    flip = r1["val"]["summary"].pop("fine_flip")
+    for v in r1["val"]["per_frame"].values():
+        v.pop("fine_flip")
+    old.write_text(json.dumps(r1))
+    model_stamp = (out / "fold1_seed0" / "model.pt").stat().st_mtime_ns
+    assert crossval.main(args) == 0
+    again = json.loads(old.read_text())["val"]
+    assert again["summary"]["fine_flip"] == pytest.approx(flip)
+    assert all("fine_flip" in v for v in again["per_frame"].values())
+    assert (out / "fold1_seed0" / "model.pt").stat().st_mtime_ns == model_stamp
 
     # fine stage only, on these runs' coarse nets (seed 3 has none of its own: seed 0's), the
     # trainer's --seed passed on (not taken for crossval's --seeds): the coarse scores are the

@@ -33,7 +33,8 @@ from mono_depth_ros.model_io import ModelLoadError, atomic_write_text
 from . import data as D
 from .options import build_parser, parse
 
-REPORTED = ("coarse", "fine", "baseline", "shuffled")
+REPORTED = ("coarse", "fine", "fine_flip", "baseline", "shuffled")
+# fine_flip: the fine depth with test-time flip averaging (``mono_depth_ros/flip_average.py``)
 
 
 def make_folds(frames: list[D.Frame], k: int) -> list[list[str]]:
@@ -71,14 +72,48 @@ def _summaries(scores: dict) -> dict[str, dict[str, float]]:
 
 
 def score_model(backend, samples: list[D.Sample], row_medians) -> dict:
-    """Coarse, fine, baseline and shuffled scores (means) and fine AbsRel per frame."""
+    """Coarse, fine, fine with flip averaging, baseline and shuffled scores (means) and AbsRel
+    per frame."""
     from .evaluate import evaluate_frames
 
     scores = evaluate_frames(backend, samples, row_medians, progress=False)
+    scores["fine_flip"] = flip_scores(backend, samples)
     return {"summary": _summaries(scores),
             "per_frame": {s.frame.frame_id: {m: scores[m][i].scaled["abs_rel"]
                                              for m in scores}
                           for i, s in enumerate(samples)}}
+
+
+def flip_scores(backend, samples: list[D.Sample]) -> list:
+    """The fine depth's scores with test-time flip averaging on (same backend, same frames)."""
+    from .evaluate import evaluate_frames
+
+    backend.flip_average = True
+    try:
+        return evaluate_frames(backend, samples, None, progress=False)["fine"]
+    finally:
+        backend.flip_average = False
+
+
+def add_flip_scores(result: dict, model: Path, val: list[D.Sample], test: list[D.Sample]) -> bool:
+    """Score a run finished before fine_flip existed (its result.json lacks it) from its
+    model.pt; True if ``result`` changed."""
+    from mono_depth_ros.metrics import mean_scores
+    from mono_depth_ros.predict import make_backend
+
+    parts = [(k, smp) for k, smp in (("val", val), ("test", test))
+             if k in result and "fine_flip" not in result[k]["summary"]]
+    if not parts or not model.is_file():
+        return False
+    backend = make_backend("torch", str(model))
+    for part, smp in parts:
+        if [s.frame.frame_id for s in smp] != list(result[part]["per_frame"]):
+            continue  # not the frames it was scored on (another --val-per-drive / test list)
+        sc = flip_scores(backend, smp)
+        result[part]["summary"]["fine_flip"] = mean_scores(sc)
+        for s, f in zip(smp, sc):
+            result[part]["per_frame"][s.frame.frame_id]["fine_flip"] = f.scaled["abs_rel"]
+    return True
 
 
 def run_one(cfg, model_cfg, train: list[D.Frame], val: list[D.Frame], test: list[D.Sample],
@@ -90,7 +125,11 @@ def run_one(cfg, model_cfg, train: list[D.Frame], val: list[D.Frame], test: list
 
     result_path = out / "result.json"
     if result_path.is_file():
-        return json.loads(result_path.read_text())
+        result = json.loads(result_path.read_text())
+        val_samples = [cache.get(f.frame_id) or D.load_sample(f) for f in val]
+        if add_flip_scores(result, out / "model.pt", val_samples, test):
+            atomic_write_text(result_path, json.dumps(result, indent=2))
+        return result
     t0 = time.perf_counter()
     resume = str(out / "last.pt") if (out / "last.pt").is_file() else ""
     run_cfg = replace(cfg, out_dir=str(out), resume=resume, val_every=0, stop_after=0)
@@ -135,11 +174,13 @@ def aggregate(results: list[dict], part: str) -> dict[str, dict[str, tuple[float
     return out
 
 
-def paired_gain(results: list[dict], part: str = "val") -> tuple[float, float]:
-    """mean and std over runs of (coarse - fine) AbsRel: > 0 where the fine stage helps."""
-    d = [r[part]["summary"]["coarse"]["abs_rel"] - r[part]["summary"]["fine"]["abs_rel"]
-         for r in results]
-    return float(np.mean(d)), float(np.std(d))
+def paired_gain(results: list[dict], part: str = "val", worse: str = "coarse",
+                better: str = "fine") -> tuple[float, float]:
+    """mean and std over runs of (worse - better) AbsRel: > 0 where ``better`` helps (default:
+    the fine stage over the coarse one); NaN when no run has both."""
+    d = [r[part]["summary"][worse]["abs_rel"] - r[part]["summary"][better]["abs_rel"]
+         for r in results if {worse, better} <= set(r.get(part, {}).get("summary", {}))]
+    return (float(np.mean(d)), float(np.std(d))) if d else (float("nan"), float("nan"))
 
 
 def format_report(results: list[dict], keys: list[tuple[int, int]], name: str) -> str:
@@ -168,6 +209,13 @@ def format_report(results: list[dict], keys: list[tuple[int, int]], name: str) -
     lines += ["", f"fine stage gain (coarse - fine AbsRel, paired per run): {g:+.4f} ± {gs:.4f}; "
               f"fold spread of fine AbsRel: {agg['fine']['abs_rel'][1]:.4f}",
               f"shuffled-prediction gap (shuffled - fine AbsRel): {sh:+.3f}"]
+    f, fs = paired_gain(results, worse="fine", better="fine_flip")
+    if f == f:
+        better = sum(r["val"]["summary"]["fine_flip"]["abs_rel"]
+                     < r["val"]["summary"]["fine"]["abs_rel"] for r in results
+                     if "fine_flip" in r["val"]["summary"])
+        lines.append(f"flip averaging gain (fine - fine_flip AbsRel, paired per run): "
+                     f"{f:+.4f} ± {fs:.4f}, better in {better} runs")
     return "\n".join(lines)
 
 
@@ -242,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(out / "crossval.json", json.dumps(
         {"folds": folds, "jobs": jobs, "results": results,
          "val": aggregate(results, "val"), "test": aggregate(results, "test"),
-         "fine_gain": paired_gain(results), "seconds_this_call": time.perf_counter() - t0},
+         "fine_gain": paired_gain(results),
+         "flip_gain": paired_gain(results, worse="fine", better="fine_flip"),
+         "seconds_this_call": time.perf_counter() - t0},
         indent=2))
     plot(results, jobs, out / "crossval.png")
     print(report)

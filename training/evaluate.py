@@ -190,6 +190,8 @@ def run(argv: list[str] | None = None) -> int:
                    "(default: the checkpoint's export)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--no-panels", action="store_true")
+    p.add_argument("--flip-average", action="store_true",
+                   help="blend each prediction with the mirrored image's (x2 inference)")
     args = p.parse_args(argv)
 
     from mono_depth_ros.model_io import load_checkpoint, default_model_path
@@ -209,9 +211,10 @@ def run(argv: list[str] | None = None) -> int:
             from mono_depth_ros.config import BackendConfig, from_dict
 
             backend = create_backend(from_dict(BackendConfig, {
-                "backend": args.backend, "checkpoint": ckpt_path, "onnx": args.onnx}))
+                "backend": args.backend, "checkpoint": ckpt_path, "onnx": args.onnx,
+                "flip_average": args.flip_average}))
         else:
-            backend = make_backend(args.backend, ckpt_path)
+            backend = make_backend(args.backend, ckpt_path, flip_average=args.flip_average)
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         sparsified: dict[str, list[Sparsification]] = {}

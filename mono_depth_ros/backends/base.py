@@ -10,6 +10,7 @@ import numpy as np
 
 from ..camera import CanvasMap, Intrinsics, canonical_camera, canvas_map
 from ..config import ModelConfig
+from ..flip_average import blend_depth, blend_linear
 from ..preprocess import Buffers, to_camera_confidence, to_camera_depth, to_network_input
 
 
@@ -70,6 +71,8 @@ class DepthBackend(abc.ABC):
     """
 
     name: str = "base"
+    # blend each prediction with the mirrored image's (``flip_average.py``): x2 inference
+    flip_average: bool = False
 
     def __init__(self, model_config: ModelConfig):
         self.model_config = model_config
@@ -115,6 +118,8 @@ class DepthBackend(abc.ABC):
                              self._buffers, cmap)
         t1 = time.perf_counter()
         fine, coarse, conf = self._run(x)
+        if self.flip_average:
+            fine, coarse, conf = self._blend_with_mirror(x, fine, coarse, conf)
         t2 = time.perf_counter()
         out = to_camera_depth(fine, h, w, self._buffers, "fine", cmap)
         coarse_net = np.array(coarse, dtype=np.float32)  # small; _run's buffer is reused next call
@@ -125,5 +130,23 @@ class DepthBackend(abc.ABC):
                            None if conf_net is None
                            else lambda: to_camera_confidence(conf_net, h, w, cmap=cmap))
 
+    def _blend_with_mirror(self, x, fine, coarse, conf):
+        """The network's outputs for ``x`` blended with those for its mirror image, mirrored
+        back (the first outputs are copied: ``_run`` may reuse its buffers)."""
+        fine, coarse = np.array(fine, dtype=np.float32), np.array(coarse, dtype=np.float32)
+        conf = None if conf is None else np.array(conf, dtype=np.float32)
+        mirror = self._buffers.get("mirror", x.shape, np.float32)
+        np.copyto(mirror, x[..., ::-1])
+        fine_m, coarse_m, conf_m = self._run(mirror)
+        fine = blend_depth(fine, fine_m[..., ::-1])
+        coarse = blend_depth(coarse, coarse_m[..., ::-1])
+        if conf is not None and conf_m is not None:
+            conf = blend_linear(conf, conf_m[..., ::-1])
+        return fine, coarse, conf
+
     def describe(self) -> str:
+        """What runs, for logs and reports (with flip averaging when it is on)."""
+        return self._describe() + (" + flip averaging" if self.flip_average else "")
+
+    def _describe(self) -> str:
         return self.name

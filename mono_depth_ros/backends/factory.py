@@ -139,6 +139,12 @@ def auto_candidates(device: str) -> list[str]:
 
 def create_backend(cfg: BackendConfig) -> DepthBackend:
     """The backend ``cfg`` asks for; ``auto`` takes the first of AUTO_ORDER that starts."""
+    backend = _create(cfg)
+    backend.flip_average = cfg.flip_average
+    return backend
+
+
+def _create(cfg: BackendConfig) -> DepthBackend:
     cfg.validate()
     if cfg.backend != "auto":
         if cfg.backend == "tensorrt" and cfg.device == "cpu":
@@ -162,17 +168,20 @@ def create_backend(cfg: BackendConfig) -> DepthBackend:
 
 def add_backend_arguments(ap) -> None:
     """The model flags of the evaluation tools (scale_eval, camera_eval): --backend,
-    --checkpoint, --onnx, --device, --threads."""
+    --checkpoint, --onnx, --device, --threads, --flip-average."""
     ap.add_argument("--backend", default="auto",
                     choices=("auto", "tensorrt", "onnxruntime", "torch"))
     ap.add_argument("--checkpoint", default="", help="checkpoint (default: the shipped model)")
     ap.add_argument("--onnx", default="", help="ONNX model (onnxruntime / tensorrt)")
     ap.add_argument("--device", default="cpu", help="auto, cpu or cuda[:N]")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0 = library default)")
+    ap.add_argument("--flip-average", action="store_true",
+                    help=BackendConfig.__dataclass_fields__["flip_average"].metadata["help"])
 
 
 def backend_from_arguments(args) -> DepthBackend:
     """The backend those flags ask for (an ONNX file alone means onnxruntime)."""
     return create_backend(BackendConfig(
         backend="onnxruntime" if args.onnx and args.backend == "auto" else args.backend,
-        checkpoint=args.checkpoint, onnx=args.onnx, device=args.device, threads=args.threads))
+        checkpoint=args.checkpoint, onnx=args.onnx, device=args.device, threads=args.threads,
+        flip_average=args.flip_average))

@@ -130,6 +130,6 @@ class OnnxRuntimeBackend(DepthBackend):
         return (self._outputs[OUTPUT_NAMES[0]], self._outputs[OUTPUT_NAMES[1]],
                 self._outputs.get(CONFIDENCE_NAME))
 
-    def describe(self) -> str:
+    def _describe(self) -> str:
         q = ", int8" if self.precision == "int8" else ""
         return f"onnxruntime ({self.providers[0]}{q}, {self.path.name})"

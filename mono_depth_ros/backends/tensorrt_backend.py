@@ -119,5 +119,5 @@ class TensorRTBackend(DepthBackend):
         out = [self.buffers[n].float().cpu().numpy() for n in self.output_names]
         return out[0], out[1], (out[2] if len(out) > 2 else None)
 
-    def describe(self) -> str:
+    def _describe(self) -> str:
         return f"tensorrt ({self.precision}, {self.engine_path.name})"

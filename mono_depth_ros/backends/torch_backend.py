@@ -36,5 +36,5 @@ class TorchBackend(DepthBackend):
         return (fine.cpu().numpy(), coarse.cpu().numpy(),
                 None if conf is None else conf.cpu().numpy())
 
-    def describe(self) -> str:
+    def _describe(self) -> str:
         return f"torch ({self.device})"
