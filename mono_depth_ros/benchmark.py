@@ -6,7 +6,9 @@ runs each (backend, size) in its own child process so that peak RSS is that back
 Timed: ``backend.infer`` on full-size KITTI frames, i.e. preprocessing, network and resizing the
 depth back to 1242x375, plus, per stage, decoding the PNG file (p50 ms of decode, pre-process,
 inference, post-process). ``onnxruntime-cpu-int8`` is the statically quantised model that
-``precision: int8`` runs (built into the cache on first use, ``backends.ort_quant``). Prints
+``precision: int8`` runs (built into the cache on first use, ``backends.ort_quant``). A
+variant with ``+flip`` appended (``--backends onnxruntime-cpu,onnxruntime-cpu+flip``) runs
+with flip averaging on (``flip_average``: two inferences a frame). Prints
 one markdown table with p50/p99 latency, fps, the stage breakdown, peak RSS, speed-up over torch
 eager, model GFLOP and the share of the machine's peak (default 157 GFLOP/s, the figure measured
 on this project's 2-core CPU machine) the backend reaches.
@@ -54,6 +56,11 @@ def _available() -> list[str]:
 def _make(variant: str, onnx_path: str, checkpoint: str, size: tuple[int, int], threads: int,
           cache_dir: str, calibration: str = ""):
     """Build one backend variant at ``size`` (h, w)."""
+    if variant.endswith("+flip"):
+        b = _make(variant[:-len("+flip")], onnx_path, checkpoint, size, threads, cache_dir,
+                  calibration)
+        b.flip_average = True
+        return b
     if variant.startswith("torch"):
         from .backends.torch_backend import TorchBackend
 
@@ -115,6 +122,7 @@ def peak_rss_mib() -> float:
 def _model_file(variant: str, onnx_path: Path, args) -> Path:
     """The file a variant runs: the INT8 model (quantised here, in the parent, so the child's
     peak RSS is inference alone; cached like engines) for onnxruntime int8, else the export."""
+    variant = variant.removesuffix("+flip")
     if not (variant.startswith("onnxruntime") and variant.endswith("-int8")):
         return onnx_path
     from .backends.factory import cache_root
@@ -225,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
                              (["--calibration", args.calibration] if args.calibration else []))
                 res.setdefault("variant", v)
                 res.setdefault("size", f"{w}x{h}")
-                res["gflop"] = gflop
+                res["gflop"] = gflop * (2 if v.endswith("+flip") else 1)  # two passes
                 rows.append(res)
                 took = f"p50 {res['p50_ms']:.1f} ms" if "p50_ms" in res else res["error"]
                 print(f"# {v} {w}x{h}: {took}", file=sys.stderr)

@@ -68,3 +68,16 @@ def test_the_option_is_typed_like_the_other_backend_settings():
     assert from_dict(BackendConfig, {"flip_average": True}).flip_average is True
     with pytest.raises(ConfigError):
         from_dict(BackendConfig, {"flip_average": "sometimes"})
+
+
+def test_benchmark_runs_the_flip_variant(tmp_path):
+    """``--backends onnxruntime-cpu+flip``: the shipped ONNX model with flip averaging on (a real
+    run of two frames; the table counts its two passes' GFLOP)."""
+    from mono_depth_ros.backends.factory import resolve_onnx
+    from mono_depth_ros.benchmark import run_one
+
+    onnx = str(resolve_onnx(BackendConfig()))
+    res = run_one("onnxruntime-cpu+flip", onnx, "", (192, 640), iters=2, warmup=1, threads=1,
+                  cache_dir=str(tmp_path))
+    assert "flip averaging" in res["describe"] and res["p50_ms"] > 0
+    assert set(res["stages"]) >= {"inference", "postprocess"}
