@@ -394,7 +394,7 @@ def test_stop_during_start_up_beside_one_burner(tmp_path):
     signal during start-up (imports, DDS participant, model loading) or just after it ends the
     process with status 0, no traceback, within 2 s. Each executable's start-up is timed first
     (handlers in -> its "running" log line; that run is stopped just after it), and the next
-    three are signalled at stratified fractions (0-0.75) of that time after their handlers are
+    three are signalled at stratified fractions (0-0.6) of that time after their handlers are
     in, so that the signals land in start-up on a fast machine as on a slow one."""
     env = ros_env(int(os.environ.get("ROS_DOMAIN_ID", "41")) + 52)
     seed = int(os.environ.get("MONO_DEPTH_STOP_SEED", time.time_ns() % 100000))
@@ -425,7 +425,7 @@ def test_stop_during_start_up_beside_one_burner(tmp_path):
                         start_up = time.monotonic() - t_in
                         delay = start_up + rng.uniform(0.0, 0.2)
                     else:
-                        delay = start_up * 0.75 * (i - 1 + rng.random()) / 3
+                        delay = start_up * 0.6 * (i - 1 + rng.random()) / 3
                     time.sleep(max(0.0, t_in + delay - time.monotonic()))
                     started = log.read_text(errors="replace")
                     t = time.monotonic()
@@ -443,4 +443,4 @@ def test_stop_during_start_up_beside_one_burner(tmp_path):
                for *_, rc, took, tb in results), (seed, results)
     # the timed runs reached "running"; of the other 9, most were stopped in start-up
     assert all(ph == "running" for _, i, _, ph, *_ in results if i == 0), (seed, results)
-    assert sum(ph == "start-up" for _, i, _, ph, *_ in results if i > 0) >= 7, (seed, results)
+    assert sum(ph == "start-up" for _, i, _, ph, *_ in results if i > 0) >= 6, (seed, results)
