@@ -110,6 +110,8 @@ def write_output(path: Path, depth: np.ndarray, fmt: str, color_range=(1.0, 80.0
 
 
 def run(argv: list[str] | None = None) -> int:
+    from .backends.factory import add_flip_average_argument
+
     parser = argparse.ArgumentParser(prog="mono_depth_predict", description=__doc__.split("\n")[0])
     parser.add_argument("--images", nargs="+", required=True, help="image files or directories")
     parser.add_argument("--out", required=True, help="output directory")
@@ -123,8 +125,7 @@ def run(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=("auto", "tensorrt", "onnxruntime", "torch"),
                         default="auto")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = library default)")
-    parser.add_argument("--flip-average", action="store_true",
-                        help="blend with the mirrored image's prediction (x2 inference)")
+    add_flip_average_argument(parser)
     parser.add_argument("--fx", type=float, default=None,
                         help="focal length in pixels of the given images at their own size; the "
                              "images are brought to the model's camera so that metres stay "

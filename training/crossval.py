@@ -101,14 +101,14 @@ def add_flip_scores(result: dict, model: Path, val: list[D.Sample], test: list[D
     from mono_depth_ros.metrics import mean_scores
     from mono_depth_ros.predict import make_backend
 
+    # only where the frames are the ones it was scored on (not another --val-per-drive / list)
     parts = [(k, smp) for k, smp in (("val", val), ("test", test))
-             if k in result and "fine_flip" not in result[k]["summary"]]
+             if k in result and "fine_flip" not in result[k]["summary"]
+             and [s.frame.frame_id for s in smp] == list(result[k]["per_frame"])]
     if not parts or not model.is_file():
         return False
     backend = make_backend("torch", str(model))
     for part, smp in parts:
-        if [s.frame.frame_id for s in smp] != list(result[part]["per_frame"]):
-            continue  # not the frames it was scored on (another --val-per-drive / test list)
         sc = flip_scores(backend, smp)
         result[part]["summary"]["fine_flip"] = mean_scores(sc)
         for s, f in zip(smp, sc):
@@ -210,7 +210,7 @@ def format_report(results: list[dict], keys: list[tuple[int, int]], name: str) -
               f"fold spread of fine AbsRel: {agg['fine']['abs_rel'][1]:.4f}",
               f"shuffled-prediction gap (shuffled - fine AbsRel): {sh:+.3f}"]
     f, fs = paired_gain(results, worse="fine", better="fine_flip")
-    if f == f:
+    if not np.isnan(f):  # some run has fine_flip scores
         better = sum(r["val"]["summary"]["fine_flip"]["abs_rel"]
                      < r["val"]["summary"]["fine"]["abs_rel"] for r in results
                      if "fine_flip" in r["val"]["summary"])

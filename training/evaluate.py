@@ -175,6 +175,8 @@ def format_sparsification(report: dict[str, dict]) -> str:
 
 
 def run(argv: list[str] | None = None) -> int:
+    from mono_depth_ros.backends.factory import add_flip_average_argument
+
     p = argparse.ArgumentParser(prog="python -m training.evaluate",
                                 description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", default=None, help="model (default: the shipped model)")
@@ -190,8 +192,7 @@ def run(argv: list[str] | None = None) -> int:
                    "(default: the checkpoint's export)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--no-panels", action="store_true")
-    p.add_argument("--flip-average", action="store_true",
-                   help="blend each prediction with the mirrored image's (x2 inference)")
+    add_flip_average_argument(p)
     args = p.parse_args(argv)
 
     from mono_depth_ros.model_io import load_checkpoint, default_model_path

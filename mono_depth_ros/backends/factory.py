@@ -175,6 +175,11 @@ def add_backend_arguments(ap) -> None:
     ap.add_argument("--onnx", default="", help="ONNX model (onnxruntime / tensorrt)")
     ap.add_argument("--device", default="cpu", help="auto, cpu or cuda[:N]")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0 = library default)")
+    add_flip_average_argument(ap)
+
+
+def add_flip_average_argument(ap) -> None:
+    """``--flip-average`` (``BackendConfig.flip_average``), for every tool that has a backend."""
     ap.add_argument("--flip-average", action="store_true",
                     help=BackendConfig.__dataclass_fields__["flip_average"].metadata["help"])
 
