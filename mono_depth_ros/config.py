@@ -49,6 +49,13 @@ class ModelConfig:
     fine_scale: int = opt(4, "the fine network works at 1/fine_scale of the input resolution "
                           "(Eigen et al.: 1/4); its output is upsampled bilinearly",
                           choices=(1, 2, 4))
+    coarse_scale: int = opt(4, "the coarse network outputs at 1/coarse_scale of the input "
+                            "resolution: 4 decodes to 1/4 through the encoder's skips, 16 stops "
+                            "at 1/16 (global layout, as in Eigen et al.) and leaves detail to the "
+                            "fine net", choices=(4, 8, 16))
+    fine_skips: bool = opt(False, "the fine net also reads the (frozen) coarse encoder's features "
+                           "at the scales between coarse_scale and fine_scale, a small U-Net "
+                           "decoder from the coarse depth up (needs coarse_scale > fine_scale)")
     fine_channels: int = opt(24, "channels of the fine (refinement) network", range=(4, 256))
     fine_layers: int = opt(4, "convolution layers of the fine network", range=(2, 12))
     output_smoothing: bool = opt(True, "a fixed 3x3 binomial filter on the coarse and fine log "
@@ -80,6 +87,9 @@ class ModelConfig:
         if self.height % 32 or self.width % 32:
             raise ConfigError(f"model input {self.width}x{self.height}: width and height must be "
                               "multiples of 32")
+        if self.fine_skips and self.coarse_scale <= max(self.fine_scale, 4):
+            raise ConfigError(f"fine_skips needs coarse_scale ({self.coarse_scale}) larger than "
+                              f"fine_scale ({self.fine_scale}): no encoder scale lies between")
         if self.min_depth >= self.max_depth:
             raise ConfigError("min_depth must be smaller than max_depth")
         return self

@@ -2,12 +2,16 @@
 
 * ``CoarseNet`` predicts global layout: an EfficientNet-Lite0 encoder (ImageNet weights at training
   time), a global-context branch so that every output pixel sees the whole image, and a small U-Net
-  decoder. It outputs log depth at 1/4 of the input resolution, like Eigen's coarse scale.
+  decoder. It outputs log depth at 1/``coarse_scale`` of the input resolution: 4 decodes through
+  every encoder skip; 16 stops at 1/16, global layout only, as Eigen's coarse net did.
 * ``FineNet`` refines locally at 1/``fine_scale`` of the input resolution (Eigen's fine scale works
   at 1/4): strided layers on RGB, then the coarse log depth is concatenated as an extra feature map
   (as in Eigen's paper), then a few 3x3 convolutions that predict a residual to the coarse log
-  depth. Its output is enlarged bilinearly to the input size (no transposed convolutions, so no
-  checkerboard patterns). With ``confidence`` on, a small head beside it predicts log b, the
+  depth. With ``fine_skips`` it also reads the frozen coarse encoder's features at the scales
+  between the two (1/8 and 1/4 for a 1/16 coarse net) through a small decoder that starts from
+  the coarse depth, so the detail the coarse net leaves out is the fine stage's job. Its output
+  is enlarged bilinearly to the input size (no transposed convolutions, so no checkerboard
+  patterns). With ``confidence`` on, a small head beside it predicts log b, the
   Laplace scale of the fine log-depth error, from detached features (it never changes the depth);
   ``confidence_from_log_b`` turns b into P(|log(pred/gt)| < log 1.25), the delta < 1.25 test.
 
@@ -45,6 +49,7 @@ _LITE0_STAGES = (
 # Index of the last block of the 1/4, 1/8, 1/16 and 1/32 resolution stages, and their channels.
 _SKIP_BLOCKS = (2, 4, 10, 15)
 _SKIP_CHANNELS = (24, 40, 112, 320)
+_SKIP_SCALES = (4, 8, 16, 32)
 _BN_EPS = 1e-3
 _BN_MOMENTUM = 0.01
 
@@ -131,7 +136,7 @@ class _Normalize(nn.Module):
 
 
 class CoarseNet(nn.Module):
-    """Global-layout network: image in [0,1] (Bx3xHxW) -> log depth at 1/4 resolution."""
+    """Global-layout network: image in [0,1] (Bx3xHxW) -> log depth at 1/coarse_scale."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -146,7 +151,10 @@ class CoarseNet(nn.Module):
         rows = 1 if cfg.row_channel else 0
         self.row_channel = cfg.row_channel
         self.reduce = _conv_relu(_SKIP_CHANNELS[-1] + rows, c, 1)
-        self.up = nn.ModuleList(_conv_relu(c + skip + rows, c) for skip in _SKIP_CHANNELS[-2::-1])
+        # one decoder stage per encoder scale from 1/16 down to 1/coarse_scale
+        n_up = _SKIP_SCALES.index(32) - _SKIP_SCALES.index(cfg.coarse_scale)
+        self.up = nn.ModuleList(_conv_relu(c + skip + rows, c)
+                                for skip in _SKIP_CHANNELS[-2::-1][:n_up])
         self.upsample = cfg.upsample
         self.head = nn.Conv2d(c, 1, 3, padding=1)
         self.use_prior = cfg.layout_prior
@@ -154,7 +162,7 @@ class CoarseNet(nn.Module):
             # Learned log depth of each output row; the image-dependent head adds a residual and
             # starts at zero, so training starts from the prior and can only add what it sees.
             mid = 0.5 * (self.log_min + self.log_max)
-            self.prior = nn.Parameter(torch.full((1, 1, cfg.height // 4, 1), mid))
+            self.prior = nn.Parameter(torch.full((1, 1, cfg.height // cfg.coarse_scale, 1), mid))
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
 
@@ -175,8 +183,14 @@ class CoarseNet(nn.Module):
         rows = torch.linspace(-1.0, 1.0, h, device=x.device, dtype=x.dtype)
         return torch.cat([x, rows.view(1, 1, h, 1).expand(b, 1, h, w)], dim=1)
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, features: bool = False):
+        """Log depth at 1/coarse_scale; with ``features`` also the encoder's features at
+        1/4, 1/8, 1/16 and 1/32 (what a fine net with ``fine_skips`` reads)."""
         feats = self.encoder(self.normalize(image))
+        out = self._decode(feats)
+        return (out, feats) if features else out
+
+    def _decode(self, feats: list[torch.Tensor]) -> torch.Tensor:
         x = feats[-1]
         ctx = self.context(x.mean(dim=(2, 3), keepdim=True))
         x = self.reduce(self._with_rows(x)) + ctx
@@ -210,6 +224,24 @@ class FineNet(nn.Module):
             steps = [_conv_relu(3, 16, 5, 2)] + [_conv_relu(16, 16, 3, 2)
                                                  for _ in range(self.scale.bit_length() - 2)]
             self.rgb = nn.Sequential(*steps, _conv_relu(16, c - 1))
+        # With fine_skips: a small U-Net decoder from the coarse depth up, one stage per encoder
+        # scale between coarse_scale and fine_scale (each sees that scale's frozen encoder
+        # features and the coarse log depth), fused with the RGB features at the working size.
+        self.skip_scales = [sc for sc in _SKIP_SCALES[-2::-1]
+                            if cfg.fine_skips and self.scale <= sc < cfg.coarse_scale]
+        self.skips = None
+        self.fuse = None
+        if self.skip_scales:
+            stages, prev = [], 0
+            for sc in self.skip_scales:
+                if sc == self.scale:  # the working size: its features join the fuse below
+                    continue
+                stages.append(_conv_relu(prev + _SKIP_CHANNELS[_SKIP_SCALES.index(sc)] + 1, c))
+                prev = c
+            self.skips = nn.ModuleList(stages)
+            own = (_SKIP_CHANNELS[_SKIP_SCALES.index(self.scale)]
+                   if self.scale in self.skip_scales else 0)
+            self.fuse = _conv_relu(c + prev + own, c)
         self.body = nn.Sequential(*[_conv_relu(c, c) for _ in range(cfg.fine_layers - 2)])
         self.out = nn.Conv2d(c, 1, 3, padding=1)
         nn.init.zeros_(self.out.weight)  # starts as the identity: fine == coarse before training
@@ -221,11 +253,16 @@ class FineNet(nn.Module):
             nn.init.zeros_(self.confidence[2].weight)  # b = 0.2 everywhere before training
             nn.init.constant_(self.confidence[2].bias, LOG_B_INIT)
 
-    def forward(self, image: torch.Tensor, coarse_log: torch.Tensor, with_scale: bool = False):
-        """``coarse_log`` is at this net's working size (input size / ``scale``). Returns the
-        fine log depth, or with ``with_scale`` (fine log depth, log b or None without a head).
-        log b sees only detached tensors: its loss cannot reach the depth layers."""
+    def forward(self, image: torch.Tensor, coarse_log: torch.Tensor, with_scale: bool = False,
+                skips: list[torch.Tensor] | None = None):
+        """``coarse_log`` is at this net's working size (input size / ``scale``); ``skips`` are
+        the coarse encoder's features (``CoarseNet(..., features=True)``), needed with
+        ``fine_skips``. Returns the fine log depth, or with ``with_scale`` (fine log depth,
+        log b or None without a head). log b sees only detached tensors: its loss cannot reach
+        the depth layers."""
         x = torch.cat([self.rgb(self.normalize(image)), coarse_log - self.log_mid], dim=1)
+        if self.fuse is not None:
+            x = self._with_skips(x, coarse_log, skips)
         feats = self.body(x)
         fine = torch.clamp(coarse_log + self.out(feats), self.log_min, self.log_max)
         if not with_scale:
@@ -234,6 +271,27 @@ class FineNet(nn.Module):
             return fine, None
         log_b = self.confidence(torch.cat([feats.detach(), fine.detach() - self.log_mid], dim=1))
         return fine, torch.clamp(log_b, *LOG_B_RANGE)
+
+    def _with_skips(self, x: torch.Tensor, coarse_log: torch.Tensor,
+                    skips: list[torch.Tensor] | None) -> torch.Tensor:
+        """The decoder from the coarsest skip scale to the working size, fused with ``x``."""
+        if skips is None:
+            raise ValueError("this fine net reads the coarse encoder's features (fine_skips): "
+                             "pass skips=CoarseNet(image, features=True)[1]")
+        y = None
+        parts = [x]
+        for sc in self.skip_scales:
+            feat = skips[_SKIP_SCALES.index(sc)]
+            if sc == self.scale:
+                parts.append(feat)
+                continue
+            depth = _resize(coarse_log, feat.shape[-2:]) - self.log_mid
+            parts_here = [feat, depth] if y is None else [_resize(y, feat.shape[-2:]), feat, depth]
+            y = self.skips[len([s for s in self.skip_scales if s > sc])](
+                torch.cat(parts_here, dim=1))
+        if y is not None:
+            parts.insert(1, _resize(y, x.shape[-2:]))
+        return self.fuse(torch.cat(parts, dim=1))
 
 
 class _Binomial3(nn.Module):
@@ -271,6 +329,13 @@ class DepthCascade(nn.Module):
         self.fine = FineNet(cfg)
         self.smooth = _Binomial3() if cfg.output_smoothing else nn.Identity()
 
+    def coarse_pass(self, image: torch.Tensor):
+        """(coarse log depth at 1/coarse_scale, the encoder features the fine net reads or
+        None)."""
+        if self.fine.fuse is None:
+            return self.coarse(image), None
+        return self.coarse(image, features=True)
+
     def fine_input(self, image: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
         """The coarse log depth resized to the fine net's working size."""
         s = self.cfg.fine_scale
@@ -283,8 +348,9 @@ class DepthCascade(nn.Module):
     def forward_log_scale(self, image: torch.Tensor):
         """(fine log depth, coarse log depth, log b or None), each Bx1xHxW at the input
         resolution; log b is smoothed and enlarged like the fine log depth."""
-        coarse = self.coarse(image)
-        fine, log_b = self.fine(image, self.fine_input(image, coarse), with_scale=True)
+        coarse, skips = self.coarse_pass(image)
+        fine, log_b = self.fine(image, self.fine_input(image, coarse), with_scale=True,
+                                skips=skips)
         size = image.shape[-2:]
         if log_b is not None:
             log_b = _resize(self.smooth(log_b), size)
@@ -292,8 +358,8 @@ class DepthCascade(nn.Module):
 
     def forward_log(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(fine log depth, coarse log depth), both Bx1xHxW at the input resolution."""
-        coarse = self.coarse(image)
-        fine = self.fine(image, self.fine_input(image, coarse))
+        coarse, skips = self.coarse_pass(image)
+        fine = self.fine(image, self.fine_input(image, coarse), skips=skips)
         size = image.shape[-2:]
         return _resize(self.smooth(fine), size), _resize(self.smooth(coarse), size)
 

@@ -150,3 +150,68 @@ def test_row_channel_gives_the_decoder_each_row_and_stays_image_dependent():
             conv.weight[:, -1].zero_()  # the row channel's weights: the depth must change
         assert not torch.allclose(model.coarse(x), with_rows)
         assert model(torch.rand(1, 3, 96, 320))[0].shape == (1, 1, 96, 320)  # other sizes too
+
+
+@pytest.mark.parametrize("coarse_scale,fine_scale", [(16, 4), (8, 4), (16, 2)])
+def test_coarse_scale_and_fine_skips(coarse_scale, fine_scale):
+    """coarse_scale stops the coarse decoder at 1/coarse_scale; fine_skips gives the fine net a
+    decoder over the encoder's features in between. The fine net still starts as the identity,
+    reads every skip it is given, and the cascade returns the input size."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(height=64, width=192, coarse_scale=coarse_scale, fine_scale=fine_scale,
+                      fine_skips=True, output_smoothing=False)
+    model = DepthCascade(cfg).eval()
+    x = torch.rand(1, 3, 64, 192)
+    coarse, skips = model.coarse_pass(x)
+    assert coarse.shape == (1, 1, 64 // coarse_scale, 192 // coarse_scale)
+    assert [tuple(f.shape[-2:]) for f in skips] == [(16, 48), (8, 24), (4, 12), (2, 6)]
+    between = [s for s in (16, 8, 4) if fine_scale <= s < coarse_scale]
+    assert model.fine.skip_scales == between
+    fine_in = model.fine_input(x, coarse)
+    with torch.no_grad():
+        fine, coarse_up = model(x)
+    assert fine.shape == coarse_up.shape == (1, 1, 64, 192)
+    with torch.no_grad():  # zero-initialised output layer: the coarse depth at the working size
+        assert torch.equal(model.fine(x, fine_in, skips=skips), fine_in)
+    assert torch.allclose(fine, coarse_up, rtol=0.01)  # the same, up to resampling twice
+    with pytest.raises(ValueError, match="fine_skips"):
+        model.fine(x, fine_in)  # the encoder features are required, not silently skipped
+    torch.nn.init.normal_(model.fine.out.weight, std=0.1)
+    skips = [f.detach().requires_grad_(True) for f in skips]
+    model.fine(x, fine_in, skips=skips).sum().backward()
+    for sc in between:  # every skip scale reaches the fine depth
+        assert float(skips[(4, 8, 16, 32).index(sc)].grad.abs().sum()) > 0
+    assert skips[3].grad is None  # 1/32 belongs to the coarse net alone
+
+
+def test_fine_skips_needs_a_scale_between():
+    with pytest.raises(ConfigError, match="fine_skips needs coarse_scale"):
+        from_dict(ModelConfig, {"fine_skips": True})  # coarse_scale 4 = fine_scale 4
+    with pytest.raises(ConfigError, match="not one of"):
+        from_dict(ModelConfig, {"coarse_scale": 32})
+    plain = DepthCascade(ModelConfig(height=64, width=192, coarse_scale=16))
+    assert plain.fine.fuse is None and plain.coarse_pass(torch.rand(1, 3, 64, 192))[1] is None
+
+
+def test_fine_skips_exports_to_onnx_with_parity(tmp_path):
+    """A coarse-16 + fine-skips cascade exports and runs in ONNX Runtime like in PyTorch."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from mono_depth_ros.model_io import save_checkpoint
+    from mono_depth_ros.onnx_export import export_checkpoint
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(height=64, width=192, coarse_scale=16, fine_skips=True)
+    model = DepthCascade(cfg).eval()
+    torch.nn.init.normal_(model.fine.out.weight, std=0.05)
+    from dataclasses import asdict
+    save_checkpoint(tmp_path / "m.pt", {"model_config": asdict(cfg),
+                                        "state_dict": model.state_dict()})
+    export_checkpoint(tmp_path / "m.pt", tmp_path / "m.onnx")
+    x = torch.rand(1, 3, 64, 192)
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    got = sess.run(["depth"], {"image": x.numpy()})[0]
+    with torch.no_grad():
+        want = model(x)[0].numpy()
+    assert np.abs(np.log(got) - np.log(want)).max() < 1e-4

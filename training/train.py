@@ -278,9 +278,10 @@ class Trainer:
                                                            mode="bilinear", align_corners=False)
                 else:
                     with torch.no_grad():
-                        coarse = self.model.fine_input(image, self.model.coarse(image))
-                        coarse = perturb_coarse(coarse, self.cfg.coarse_noise)
-                    pred, log_b = net(image, coarse, with_scale=True)
+                        coarse, skips = self.model.coarse_pass(image)
+                        coarse = perturb_coarse(self.model.fine_input(image, coarse),
+                                                self.cfg.coarse_noise)
+                    pred, log_b = net(image, coarse, with_scale=True, skips=skips)
                     pred = torch.nn.functional.interpolate(pred, size=image.shape[-2:],
                                                            mode="bilinear", align_corners=False)
                 loss = scale_invariant_loss(pred, depth, self.cfg.lam)
