@@ -54,6 +54,11 @@ _BN_EPS = 1e-3
 _BN_MOMENTUM = 0.01
 
 
+def _skip_channels(scale: int) -> int:
+    """Channels of the encoder's features at 1/``scale``."""
+    return _SKIP_CHANNELS[_SKIP_SCALES.index(scale)]
+
+
 class _MBConv(nn.Module):
     """Mobile inverted bottleneck block; attribute names match the ImageNet state dict."""
 
@@ -229,19 +234,16 @@ class FineNet(nn.Module):
         # features and the coarse log depth), fused with the RGB features at the working size.
         self.skip_scales = [sc for sc in _SKIP_SCALES[-2::-1]
                             if cfg.fine_skips and self.scale <= sc < cfg.coarse_scale]
+        # decoder stages above the working size; the working size's own features join the fuse
+        self.decoder_scales = [sc for sc in self.skip_scales if sc != self.scale]
         self.skips = None
         self.fuse = None
         if self.skip_scales:
-            stages, prev = [], 0
-            for sc in self.skip_scales:
-                if sc == self.scale:  # the working size: its features join the fuse below
-                    continue
-                stages.append(_conv_relu(prev + _SKIP_CHANNELS[_SKIP_SCALES.index(sc)] + 1, c))
-                prev = c
-            self.skips = nn.ModuleList(stages)
-            own = (_SKIP_CHANNELS[_SKIP_SCALES.index(self.scale)]
-                   if self.scale in self.skip_scales else 0)
-            self.fuse = _conv_relu(c + prev + own, c)
+            self.skips = nn.ModuleList(
+                _conv_relu((c if i else 0) + _skip_channels(sc) + 1, c)
+                for i, sc in enumerate(self.decoder_scales))
+            own = _skip_channels(self.scale) if self.scale in self.skip_scales else 0
+            self.fuse = _conv_relu(c + (c if self.decoder_scales else 0) + own, c)
         self.body = nn.Sequential(*[_conv_relu(c, c) for _ in range(cfg.fine_layers - 2)])
         self.out = nn.Conv2d(c, 1, 3, padding=1)
         nn.init.zeros_(self.out.weight)  # starts as the identity: fine == coarse before training
@@ -279,18 +281,16 @@ class FineNet(nn.Module):
             raise ValueError("this fine net reads the coarse encoder's features (fine_skips): "
                              "pass skips=CoarseNet(image, features=True)[1]")
         y = None
-        parts = [x]
-        for sc in self.skip_scales:
+        for sc, stage in zip(self.decoder_scales, self.skips):
             feat = skips[_SKIP_SCALES.index(sc)]
-            if sc == self.scale:
-                parts.append(feat)
-                continue
-            depth = _resize(coarse_log, feat.shape[-2:]) - self.log_mid
-            parts_here = [feat, depth] if y is None else [_resize(y, feat.shape[-2:]), feat, depth]
-            y = self.skips[len([s for s in self.skip_scales if s > sc])](
-                torch.cat(parts_here, dim=1))
+            parts = [feat, _resize(coarse_log, feat.shape[-2:]) - self.log_mid]
+            y = stage(torch.cat(parts if y is None else [_resize(y, feat.shape[-2:])] + parts,
+                                dim=1))
+        parts = [x]
         if y is not None:
-            parts.insert(1, _resize(y, x.shape[-2:]))
+            parts.append(_resize(y, x.shape[-2:]))
+        if self.scale in self.skip_scales:
+            parts.append(skips[_SKIP_SCALES.index(self.scale)])
         return self.fuse(torch.cat(parts, dim=1))
 
 
@@ -332,7 +332,7 @@ class DepthCascade(nn.Module):
     def coarse_pass(self, image: torch.Tensor):
         """(coarse log depth at 1/coarse_scale, the encoder features the fine net reads or
         None)."""
-        if self.fine.fuse is None:
+        if not self.fine.skip_scales:
             return self.coarse(image), None
         return self.coarse(image, features=True)
 
