@@ -96,8 +96,7 @@ def stamp_key(header) -> tuple[int, int]:
 class Client:
     """A test node: publishes image + camera_info, records what depth_node publishes."""
 
-    def __init__(self, domain_id: int, extra_topics: tuple[str, ...] = (),
-                 image_topic: str = "image", info_topic: str = "camera_info"):
+    def __init__(self, domain_id: int, extra_topics: tuple[str, ...] = ()):
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
@@ -108,8 +107,8 @@ class Client:
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=domain_id)
         self.node = rclpy.create_node("depth_node_test_client", context=self.context)
-        self.pub_image = self.node.create_publisher(Image, image_topic, qos_profile_sensor_data)
-        self.pub_info = self.node.create_publisher(CameraInfo, info_topic,
+        self.pub_image = self.node.create_publisher(Image, "image", qos_profile_sensor_data)
+        self.pub_info = self.node.create_publisher(CameraInfo, "camera_info",
                                                    qos_profile_sensor_data)
         self.lock = threading.Lock()
         self.received: dict[str, list] = {}
@@ -233,13 +232,6 @@ def kitti_info_msg(width: int = 1242, height: int = 375):
     info.r = np.eye(3).reshape(-1)
     info.d = [0.0] * 5
     return info
-
-
-def kitti_raw_distortion() -> list[float]:
-    """plumb_bob coefficients of KITTI's unrectified image_02 (D_02 of the sample's calib file)."""
-    text = (DRIVE1.parent / "calib_cam_to_cam.txt").read_text()
-    line = next(ln for ln in text.splitlines() if ln.startswith("D_02:"))
-    return [float(v) for v in line.split(":", 1)[1].split()]
 
 
 def kitti_image_msg(path: Path):

@@ -10,7 +10,7 @@ from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from mono_depth_ros.ros.conversions import (ImageFormatError, cloud_to_array,  # noqa: E402
                                             depth_to_image, depth_to_image_mm, image_to_depth,
                                             image_to_rgb, points_to_cloud, rgb_to_image,
-                                            scale_camera_info, unrectified_warning)
+                                            scale_camera_info)
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, (6, 10, 3), dtype=np.uint8)
@@ -141,32 +141,6 @@ def test_camera_info_half_size():
     P = np.asarray(out.p).reshape(3, 4)
     assert P[0, 3] == pytest.approx(44.85728 / 2) and P[2, 3] == pytest.approx(0.002745884)
     np.testing.assert_array_equal(out.d, [0.0] * 5)
-
-
-KITTI_D02 = [-0.3691481, 0.1968681, 0.001353473, 0.0005677587, -0.06770705]  # unrectified image_02
-
-
-@pytest.mark.parametrize("topic", ["/cam/image_raw", "image_color", "/front/left/image_mono/"])
-def test_unrectified_image_with_lens_distortion_is_named(topic):
-    info = kitti_info()
-    info.d = KITTI_D02
-    msg = unrectified_warning(topic, info)
-    assert msg is not None and topic in msg and "plumb_bob" in msg and "-0.369" in msg
-    assert "image_rect" in msg
-
-
-@pytest.mark.parametrize("topic,d", [
-    ("/cam/image_rect", KITTI_D02),          # rectified by image_proc: D still describes the lens
-    ("/cam/image_rect_color", KITTI_D02),
-    ("/cam/image", KITTI_D02),               # the node's default name says nothing either way
-    ("/cam/image_raw", [0.0] * 5),           # a pinhole camera (KITTI's rectified calibration)
-    ("/cam/image_raw", []),
-    ("/cam/image_raw_compressed", KITTI_D02),
-])
-def test_no_distortion_warning_where_the_image_may_be_rectified(topic, d):
-    info = kitti_info()
-    info.d = d
-    assert unrectified_warning(topic, info) is None
 
 
 def test_point_clouds():

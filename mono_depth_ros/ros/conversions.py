@@ -271,26 +271,6 @@ def check_camera_info(info: CameraInfo) -> None:
         raise ValueError("camera_info has no focal length (K and P are zero or not finite)")
 
 
-# image_pipeline's names for images that still carry the lens distortion (image_proc turns them
-# into image_rect / image_rect_color)
-UNRECTIFIED_IMAGE_NAMES = ("image_raw", "image_color", "image_mono")
-
-
-def unrectified_warning(image_topic: str, info: CameraInfo) -> str | None:
-    """A warning when the image topic is one of image_pipeline's unrectified names and its
-    camera_info has lens distortion: the model (like depth_image_proc) assumes a pinhole image,
-    so its depth would bend towards the image edges. None otherwise."""
-    name = image_topic.rstrip("/").rsplit("/", 1)[-1]
-    d = np.asarray(info.d, dtype=np.float64)
-    if name not in UNRECTIFIED_IMAGE_NAMES or not np.any(np.abs(d[np.isfinite(d)]) > 1e-9):
-        return None
-    coeffs = ", ".join(f"{v:.3g}" for v in d[:5])
-    return (f"{image_topic} is an unrectified image name and its camera_info has lens distortion "
-            f"({info.distortion_model or 'unnamed model'}: {coeffs}{', ...' if d.size > 5 else ''}"
-            f"): depth assumes a rectified image, so rectify it first (image_proc's rectify "
-            f"node) and subscribe to image_rect (docs/cameras.md)")
-
-
 def scale_camera_info(info: CameraInfo, width: int, height: int, header=None) -> CameraInfo:
     """CameraInfo of the same camera for an image resized to ``width`` x ``height``.
 

@@ -37,7 +37,7 @@ from ..config import (BackendConfig, ConfigError, DepthNodeConfig, ScaleConfig, 
 from ..timing import StageTimes
 from .conversions import (ImageFormatError, bgr_image, camera_matrix, check_camera_info,
                           depth_to_cdr, depth_to_image_mm, image_from_cdr, image_to_rgb,
-                          points_to_cloud, scale_camera_info, stamp_ns, unrectified_warning)
+                          points_to_cloud, scale_camera_info, stamp_ns)
 from .pulled_subscription import PulledSubscription
 
 NODE_NAME = "depth_node"
@@ -152,7 +152,6 @@ class DepthNode(Node):
         self._last_error = -math.inf
         self._suppressed = 0
         self._warned_no_info = self._warned_no_frame = self._warned_no_conf = False
-        self._checked_rectified = False  # image topic + camera_info checked for lens distortion
         self._stopping = threading.Event()
         self.worker = threading.Thread(target=self._work, name="depth_worker", daemon=True)
         self.worker.start()
@@ -265,11 +264,6 @@ class DepthNode(Node):
         t_info = time.perf_counter()
         camera_info = self._info_for(msg.header)
         times["wait"] += time.perf_counter() - t_info  # (for its camera_info, if it was late)
-        if camera_info is not None and not self._checked_rectified:
-            self._checked_rectified = True  # once: the topic and the camera do not change
-            warning = unrectified_warning(self.images.topic_name, camera_info)
-            if warning:
-                self.get_logger().warning(warning)
         result = self.backend.infer(rgb, size, self._image_camera(camera_info))
         t2 = time.perf_counter()
         info = self._matching_info(camera_info, size, msg.header)

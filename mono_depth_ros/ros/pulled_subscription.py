@@ -75,12 +75,6 @@ class PulledSubscription:
             self._last_seq[gid] = seq
         self.taken += 1
 
-    @property
-    def topic_name(self) -> str:
-        """The resolved topic name (remappings and namespace applied)."""
-        with self._sub:
-            return self._sub.get_topic_name()
-
     def close(self) -> None:
         """Wake a ``take`` in progress (it returns None) and destroy the subscription; a second
         call does nothing."""
