@@ -58,6 +58,9 @@ class ModelConfig:
                            "decoder from the coarse depth up (needs coarse_scale > fine_scale)")
     fine_channels: int = opt(24, "channels of the fine (refinement) network", range=(4, 256))
     fine_layers: int = opt(4, "convolution layers of the fine network", range=(2, 12))
+    fine_dilation: int = opt(1, "dilation base of the fine net's middle layers (layer i is "
+                             "dilated by fine_dilation ** (i + 1)): a wider view at the same "
+                             "cost", range=(1, 4))
     output_smoothing: bool = opt(True, "a fixed 3x3 binomial filter on the coarse and fine log "
                                  "depth at their own resolution before upsampling: removes the "
                                  "checkerboard left by the encoder's strided layers (no weights)")

@@ -118,8 +118,10 @@ class Lite0Encoder(nn.Module):
         self.load_state_dict(wanted, strict=True)
 
 
-def _conv_relu(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, padding=k // 2), nn.ReLU(inplace=True))
+def _conv_relu(cin: int, cout: int, k: int = 3, stride: int = 1,
+               dilation: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, padding=dilation * (k // 2),
+                                   dilation=dilation), nn.ReLU(inplace=True))
 
 
 def _resize(x: torch.Tensor, size, mode: str = "bilinear") -> torch.Tensor:
@@ -244,7 +246,9 @@ class FineNet(nn.Module):
                 for i, sc in enumerate(self.decoder_scales))
             own = _skip_channels(self.scale) if self.scale in self.skip_scales else 0
             self.fuse = _conv_relu(c + (c if self.decoder_scales else 0) + own, c)
-        self.body = nn.Sequential(*[_conv_relu(c, c) for _ in range(cfg.fine_layers - 2)])
+        # body layer i is dilated by fine_dilation ** (i + 1): with 2, a wider view at no cost
+        self.body = nn.Sequential(*[_conv_relu(c, c, dilation=cfg.fine_dilation ** (i + 1))
+                                    for i in range(cfg.fine_layers - 2)])
         self.out = nn.Conv2d(c, 1, 3, padding=1)
         nn.init.zeros_(self.out.weight)  # starts as the identity: fine == coarse before training
         nn.init.zeros_(self.out.bias)

@@ -105,7 +105,15 @@ def test_crossval_end_to_end_tiny(tmp_path, capsys):
             "--model-height", "64", "--model-width", "192", "--batch-size", "2",
             "--coarse-epochs", "1", "--fine-epochs", "1", "--per-drive-cap", "1",
             "--no-pretrained", "--threads", "2", "--stereo-weight", "0.5"]
+    # one fold alone first (as a second process would run it), then the rest: the later call
+    # trains only the missing fold and reports both
+    assert crossval.main(args + ["--only-folds", "1"]) == 0
+    assert len(json.loads((out / "crossval.json").read_text())["results"]) == 1
+    assert sorted(p.name for p in out.glob("fold*")) == ["fold1_seed0"]
+    assert "folds 1 only" in (out / "crossval.md").read_text()
+    stamp1 = (out / "fold1_seed0" / "result.json").stat().st_mtime_ns
     assert crossval.main(args) == 0
+    assert (out / "fold1_seed0" / "result.json").stat().st_mtime_ns == stamp1
     report = json.loads((out / "crossval.json").read_text())
     assert len(report["results"]) == 2
     group_of = {f.frame_id: f.group for f in D.read_index(subset, SHARED)}
@@ -168,6 +176,14 @@ def test_crossval_bad_folds_is_one_line(capsys):
     assert crossval.main(["--folds", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--folds" in err
+
+
+def test_only_folds_parsing():
+    assert crossval.parse_folds("", 3) == {0, 1, 2}
+    assert crossval.parse_folds("0, 2", 3) == {0, 2}
+    for bad in ("3", "a", ",", "-1"):
+        with pytest.raises(crossval.ConfigError, match="--only-folds"):
+            crossval.parse_folds(bad, 3)
 
 
 @needs_shared

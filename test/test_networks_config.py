@@ -215,3 +215,21 @@ def test_fine_skips_exports_to_onnx_with_parity(tmp_path):
     with torch.no_grad():
         want = model(x)[0].numpy()
     assert np.abs(np.log(got) - np.log(want)).max() < 1e-4
+
+
+def test_fine_dilation_widens_the_view_at_the_same_size():
+    """Dilated middle layers: same parameters, and a change 5 fine-net pixels away (beyond the
+    undilated layers' reach) reaches the centre only with dilation."""
+    torch.manual_seed(0)
+    nets = {d: DepthCascade(ModelConfig(height=64, width=192, fine_dilation=d)).fine
+            for d in (1, 2)}
+    assert (sum(p.numel() for p in nets[1].parameters())
+            == sum(p.numel() for p in nets[2].parameters()))
+    image = torch.rand(1, 3, 64, 192)
+    coarse = torch.zeros(1, 1, 16, 48)
+    far = coarse.clone()
+    far[..., 8, 29] = 1.0  # 5 columns right of (8, 24): reach 3 undilated, 7 dilated
+    for d, net in nets.items():
+        torch.nn.init.normal_(net.out.weight, std=0.1)  # not the identity start
+        moved = (net(image, far) - net(image, coarse))[0, 0, 8, 24].abs().item()
+        assert (moved > 0) == (d == 2), d

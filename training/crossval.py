@@ -149,6 +149,19 @@ def run_one(cfg, model_cfg, train: list[D.Frame], val: list[D.Frame], test: list
     return result
 
 
+def parse_folds(text: str, k: int) -> set[int]:
+    """The folds named in ``--only-folds`` ('' = all ``k``)."""
+    if not text.strip():
+        return set(range(k))
+    try:
+        only = {int(x) for x in text.split(",") if x.strip()}
+    except ValueError:
+        raise ConfigError(f"--only-folds {text!r}: give fold numbers like 0,2") from None
+    if not only or not only <= set(range(k)):
+        raise ConfigError(f"--only-folds {text!r}: folds are numbered 0..{k - 1}")
+    return only
+
+
 def coarse_from(folder: Path, fold: int, seed: int) -> Path:
     """The model.pt of ``folder``'s run of ``fold`` with ``seed``, else its first seed's."""
     same = folder / f"fold{fold}_seed{seed}" / "model.pt"
@@ -248,6 +261,10 @@ def main(argv: list[str] | None = None) -> int:
                    "on the coarse net of that folder's run of the same fold (same seed if it "
                    "has one, else its first seed), so fine-stage settings compare paired, at "
                    "a fraction of the time")
+    p.add_argument("--only-folds", default="",
+                   help="comma-separated fold numbers to run in this call ('' = all), e.g. to "
+                   "run folds in parallel processes on one --out; a later call without it "
+                   "skips the finished runs and reports them all")
     own, rest = p.parse_known_args(argv)
     if "-h" in rest or "--help" in rest:
         print(__doc__)
@@ -270,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:
                           if cfg.right_images else [])
         cache = {f.frame_id: D.load_sample(f, prefer, cfg.stereo_weight > 0)
                  for f in tqdm(views, desc="load frames", unit="frame", leave=False)}
-        jobs = [(fold, cfg.seed + s) for s in range(own.seeds) for fold in range(own.folds)]
+        only = parse_folds(own.only_folds, own.folds)
+        jobs = [(fold, cfg.seed + s) for s in range(own.seeds) for fold in range(own.folds)
+                if fold in only]
         results, t0 = [], time.perf_counter()
         for fold, seed in tqdm(jobs, desc="crossval runs", unit="run"):
             held = set(folds[fold])
@@ -285,7 +304,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, KittiFormatError, D.TestSceneError, ModelLoadError) as exc:
         print(f"crossval: error: {exc}", file=sys.stderr)
         return 2
-    report = format_report(results, jobs, f"{own.folds} folds x {own.seeds} seeds")
+    name = f"{own.folds} folds x {own.seeds} seeds"
+    if len(only) < own.folds:
+        name += f", folds {','.join(map(str, sorted(only)))} only"
+    report = format_report(results, jobs, name)
     atomic_write_text(out / "crossval.md", report + "\n")
     atomic_write_text(out / "crossval.json", json.dumps(
         {"folds": folds, "jobs": jobs, "results": results,
