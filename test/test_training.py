@@ -179,3 +179,56 @@ def test_dense_ground_truth_can_be_left_out_of_training(tmp_path, train_list):
                                ModelConfig(height=64, width=192), frames=(frames, []),
                                sample_cache=cache)
     assert len(everything.train_samples) == len(frames)
+
+
+def test_out_of_fold_coarse_nets_feed_the_fine_stage(tmp_path, train_list):
+    """fine_oof_folds: K extra coarse nets, each trained without one fold of drives; each
+    training example's coarse depth comes from the net that never saw its drive."""
+    import numpy as np
+
+    out = tmp_path / "oof"
+
+    def args(*extra):  # both of the sample's drives trained on (2 groups, 2 folds)
+        a = _args(train_list, out, *extra)
+        a[a.index("--val-drives") + 1] = "none"
+        return a
+
+    assert train.main(args("--coarse-epochs", "1", "--fine-epochs", "1",
+                           "--fine-oof-folds", "2")) == 0
+    main_frames = set(load_checkpoint(out / "model.pt")["meta"]["train_frames"])
+    groups = {}
+    for i in range(2):
+        meta = load_checkpoint(out / f"oof{i}" / "model.pt")["meta"]
+        assert meta["epochs_done"]["coarse"] == 1 and meta["epochs_done"]["fine"] == 0
+        seen = set(meta["train_frames"])
+        assert seen and seen < main_frames
+        groups[i] = main_frames - seen
+    assert groups[0] and groups[1] and not groups[0] & groups[1]
+    assert groups[0] | groups[1] == main_frames  # every frame held out of exactly one net
+
+    # the routing: each example gets its own fold's net's coarse depth; a rerun of the fine
+    # stage reuses the nets on disk (no retraining: same weights, same result)
+    from training.options import parse
+
+    cfg, model_cfg, _ = parse(args("--fine-oof-folds", "2", "--stages", "fine",
+                                   "--init-coarse", str(out / "model.pt")))
+    trainer = train.Trainer(cfg, model_cfg)
+    before = {i: (out / f"oof{i}" / "model.pt").stat().st_mtime_ns for i in range(2)}
+    nets = trainer._oof_coarse_nets()
+    assert before == {i: (out / f"oof{i}" / "model.pt").stat().st_mtime_ns for i in range(2)}
+    image, _, _, _, idx = next(trainer._batches(0))
+    idx = np.asarray(idx)
+    with torch.no_grad():
+        coarse, _ = trainer._coarse_for_fine(image, idx, nets)
+        for row, j in enumerate(idx):
+            own, _ = nets[trainer.oof_fold[j]].coarse_pass(image[row:row + 1])
+            assert torch.allclose(coarse[row:row + 1], own), row
+            held_out = trainer.train_samples[j].frame.frame_id
+            assert held_out in groups[trainer.oof_fold[j]]
+
+
+def test_out_of_fold_needs_two_folds(tmp_path, train_list, capsys):
+    rc = train.main(_args(train_list, tmp_path, "--coarse-epochs", "1", "--fine-epochs", "1",
+                          "--fine-oof-folds", "1"))
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "fine_oof_folds 1" in err and len(err.splitlines()) == 1

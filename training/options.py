@@ -68,6 +68,12 @@ class TrainConfig:
                               "net fits its own training frames far better than unseen drives, "
                               "so without it the fine net learns to trust coarse depth that is "
                               "better than it will be (0 = off)", range=(0.0, 2.0))
+    fine_oof_folds: int = opt(0, "fine stage: train this many extra coarse nets, each on the "
+                              "training drives outside one of K folds by drive, and feed the "
+                              "fine net each frame's coarse depth from the net that never saw "
+                              "its drive (stacking), as at run time on new drives; costs about "
+                              "one more coarse stage (0 = off: the final coarse net's depth)",
+                              range=(0, 10))
     gt_preference: list[str] = opt(["png", "lidar", "velodyne_raw", "disparity"],
                                    "ground truth to use where a frame has several, best first")
     val_every: int = opt(10, "validate every N epochs (0 = only at the end)", range=(0, 100000))

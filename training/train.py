@@ -98,6 +98,11 @@ class Trainer:
         self.cfg, self.model_cfg = cfg, with_camera(model_cfg.validate())
         self.dump_rank_weights = dump_rank_weights
         self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        if cfg.fine_oof_folds == 1:
+            raise ConfigError("fine_oof_folds 1: give 0 (off) or at least 2 folds")
+        if cfg.fine_oof_folds and self.distributed and "fine" in cfg.stages:
+            raise ConfigError("fine_oof_folds trains its coarse nets in one process: run it "
+                              "without torchrun")
         self.device = resolve_device(cfg.device)
         if self.device.type == "cuda" and self.distributed:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -225,7 +230,7 @@ class Trainer:
             depth = torch.from_numpy(np.stack([e[1] for e in ex])).to(self.device)
             k = torch.tensor([e[3] for e in ex], dtype=torch.float32, device=self.device)
             right = torch.from_numpy(np.stack([e[2] if e[2] is not None else e[0] for e in ex]))
-            yield image, depth, right.to(self.device), k
+            yield image, depth, right.to(self.device), k, order[i:i + self.cfg.batch_size]
 
     # ---------------------------------------------------------------- stages
     def _optimizer(self, stage: str) -> torch.optim.Optimizer:
@@ -261,6 +266,7 @@ class Trainer:
         if self.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             net = nn.parallel.DistributedDataParallel(trained, device_ids=ids)
+        oof = self._oof_coarse_nets() if stage == "fine" and self.cfg.fine_oof_folds else None
         opt = self._optimizer(stage)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1),
                                                            eta_min=0.0)
@@ -272,13 +278,13 @@ class Trainer:
                    initial=start, total=epochs)
         for epoch in bar:
             t0, losses, images, nlls = time.perf_counter(), [], 0, []
-            for image, depth, right, k in self._batches(epoch):
+            for image, depth, right, k, idx in self._batches(epoch):
                 if stage == "coarse":
                     pred = torch.nn.functional.interpolate(net(image), size=image.shape[-2:],
                                                            mode="bilinear", align_corners=False)
                 else:
                     with torch.no_grad():
-                        coarse, skips = self.model.coarse_pass(image)
+                        coarse, skips = self._coarse_for_fine(image, idx, oof)
                         coarse = perturb_coarse(self.model.fine_input(image, coarse),
                                                 self.cfg.coarse_noise)
                     pred, log_b = net(image, coarse, with_scale=True, skips=skips)
@@ -324,6 +330,57 @@ class Trainer:
                 break
         if self.is_main:
             self._write_log()
+
+    def _oof_coarse_nets(self) -> list[DepthCascade]:
+        """``fine_oof_folds`` coarse nets, each trained like the main one on the training groups
+        outside one fold by drive (kept in ``out_dir/oofK``, reused when there). The main coarse
+        net fits its own training frames far better than new drives; these give the fine net
+        coarse depth as poor as it will be at run time (stacking)."""
+        from .crossval import make_folds
+
+        k = self.cfg.fine_oof_folds
+        frames = [s.frame for s in self.train_samples]
+        folds = make_folds(frames, k)
+        fold_of = {g: i for i, gs in enumerate(folds) for g in gs}
+        self.oof_fold = np.array([fold_of[g] for g in self.groups])
+        cache = {s.frame.frame_id: s for s in self.train_samples}
+        rng_state, nets = torch.get_rng_state(), []
+        for i in range(k):
+            out = self.out / f"oof{i}"
+            if not (out / "model.pt").is_file():
+                sub = [f for f, j in zip(frames, self.oof_fold) if j != i]
+                self.log(f"out-of-fold coarse net {i + 1}/{k}: {len(sub)} frames, "
+                         f"{len(folds[i])} drives/groups held out")
+                resume = str(out / "last.pt") if (out / "last.pt").is_file() else ""
+                sub_cfg = replace(self.cfg, stages="coarse", out_dir=str(out), resume=resume,
+                                  fine_oof_folds=0, right_images=False, max_gt_density=1.0,
+                                  max_frames=0, val_every=0, stop_after=0, init_coarse="")
+                Trainer(sub_cfg, self.model_cfg, frames=(sub, []), sample_cache=cache).run()
+            net = DepthCascade(self.model_cfg)
+            net.load_state_dict(load_checkpoint(out / "model.pt")["state_dict"], strict=True)
+            nets.append(net.to(self.device).eval().requires_grad_(False))
+        torch.set_rng_state(rng_state)  # the fine stage draws the same whether trained or loaded
+        self._set_modes("fine")
+        return nets
+
+    def _coarse_for_fine(self, image: torch.Tensor, idx, oof: list[DepthCascade] | None):
+        """The coarse pass the fine net learns from: the main coarse net's, or with
+        ``fine_oof_folds`` each example's out-of-fold net's."""
+        if oof is None:
+            return self.model.coarse_pass(image)
+        fold = torch.from_numpy(self.oof_fold[np.asarray(idx)]).to(image.device)
+        coarse, skips = None, None
+        for i in fold.unique().tolist():
+            sel = (fold == i).nonzero().flatten()
+            c, sk = oof[i].coarse_pass(image[sel])
+            if coarse is None:
+                coarse = c.new_zeros((image.shape[0], *c.shape[1:]))
+                skips = None if sk is None else [t.new_zeros((image.shape[0], *t.shape[1:]))
+                                                 for t in sk]
+            coarse[sel] = c
+            for dst, src in zip(skips or [], sk or []):
+                dst[sel] = src
+        return coarse, skips
 
     # ---------------------------------------------------------------- evaluation
     @torch.no_grad()
@@ -464,7 +521,8 @@ def plot_curves(history: list[dict], path: Path) -> None:
     a.legend()
     b.set_xlabel("epoch")
     b.set_ylabel("AbsRel")
-    b.legend()
+    if b.lines:  # nothing validated: no curves to label
+        b.legend()
     fig.tight_layout()
     tmp = path.with_name(f".{path.stem}.tmp.png")
     fig.savefig(tmp, dpi=90)
