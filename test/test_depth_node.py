@@ -231,6 +231,23 @@ def test_depth_camera_info_takes_the_image_header(node, client):
     assert got[1].header.frame_id == "camera_optical"
 
 
+def test_distorted_camera_info_on_an_unrectified_topic_is_warned_once(node, client):
+    """A camera_info with lens distortion (KITTI's own D_02) while the node reads ``image``,
+    not an image_rect topic: one warning naming the fix; frames are still answered."""
+    assert "distortion coefficients" not in node.log()  # every earlier camera_info had D = 0
+    info = kitti_info_msg()
+    info.d = [-0.369, 0.197, 0.00135, 0.000568, -0.0688]
+    start = len(node.log())
+    for _ in range(2):
+        stamp = next_stamp()
+        client.publish(kitti_image_msg(FRAMES[0]), info, stamp)
+        assert client.wait_for("depth", stamp, 60) is not None, node.log()[-2000:]
+    assert node.wait_log("distortion coefficients", 5, start), node.log()[-2000:]
+    tail = node.log()[start:]
+    assert tail.count("distortion coefficients") == 1, tail
+    assert "image_rect" in tail and "/image" in tail
+
+
 def test_extra_outputs_follow_subscribers(node, client):
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image, PointCloud2

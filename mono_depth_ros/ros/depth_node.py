@@ -152,6 +152,8 @@ class DepthNode(Node):
         self._last_error = -math.inf
         self._suppressed = 0
         self._warned_no_info = self._warned_no_frame = self._warned_no_conf = False
+        self._warned_distortion = False
+        self._image_topic = self.resolve_topic_name("image")  # after remapping
         self._stopping = threading.Event()
         self.worker = threading.Thread(target=self._work, name="depth_worker", daemon=True)
         self.worker.start()
@@ -264,6 +266,7 @@ class DepthNode(Node):
         t_info = time.perf_counter()
         camera_info = self._info_for(msg.header)
         times["wait"] += time.perf_counter() - t_info  # (for its camera_info, if it was late)
+        self._check_rectified(camera_info)
         result = self.backend.infer(rgb, size, self._image_camera(camera_info))
         t2 = time.perf_counter()
         info = self._matching_info(camera_info, size, msg.header)
@@ -337,6 +340,20 @@ class DepthNode(Node):
             return d
         d[~((d >= cfg.min_depth) & (d <= cfg.max_depth))] = np.nan
         return d
+
+    def _check_rectified(self, info: CameraInfo | None) -> None:
+        """Warn once when camera_info has lens distortion and the image topic is not a
+        rectified one: the network and depth/points take the image as a pinhole view."""
+        if self._warned_distortion or info is None or "rect" in self._image_topic:
+            return
+        if any(abs(float(c)) > 1e-9 for c in info.d):
+            self._warned_distortion = True
+            self.get_logger().warning(
+                f"camera_info has distortion coefficients ({info.distortion_model or 'no model'}"
+                f") and the images on {self._image_topic} are taken as rectified: if they are "
+                "not, remap image to the rectified topic (image_rect_color, from image_proc), "
+                "else depth and depth/points bend towards the image edges (kitti2bag bags are "
+                "rectified already; their camera_info keeps the raw camera's D)")
 
     def _image_camera(self, info: CameraInfo | None) -> Intrinsics | None:
         """The image's intrinsics from its camera_info, so the model sees them as its own
