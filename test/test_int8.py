@@ -139,3 +139,30 @@ def test_int8_eval_leaves_out_calibration_frames_by_content(tmp_path):
     text, summary = report({"fp32": rows, "int8": worse}, speed, skipped)
     assert summary["delta_abs_rel_per_frame_mean"] == pytest.approx(0.007)
     assert not summary["recommended"] and "NOT met" in text
+
+
+def test_reduced_range_follows_the_cpu():
+    """7-bit weights on x86 without VNNI, where ONNX Runtime's U8S8 kernels saturate; full
+    8-bit where VNNI exists and on ARM (Jetson)."""
+    from mono_depth_ros.backends.ort_quant import QuantKey, cpu_has_vnni, needs_reduced_range
+
+    avx2 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n"
+    vnni = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 avx512f avx512_vnni\n"
+    assert not cpu_has_vnni(avx2) and cpu_has_vnni(vnni)
+    assert cpu_has_vnni("flags : avx2 avx_vnni\n")
+    assert needs_reduced_range("x86_64", avx2)
+    assert not needs_reduced_range("x86_64", vnni)
+    assert not needs_reduced_range("aarch64", avx2)
+    a, b = QuantKey("ab" * 32, "cal", "1.0", False), QuantKey("ab" * 32, "cal", "1.0", True)
+    assert a.filename() != b.filename()  # a model built for one CPU kind is not taken for another
+
+
+def test_int8_model_records_this_cpus_range(backends):
+    import json
+
+    from mono_depth_ros.backends.ort_quant import needs_reduced_range
+
+    _, int8 = backends
+    info = json.loads(int8.metadata["quantization"])
+    assert ("7-bit" in info["weights"]) == needs_reduced_range()
+    assert ("_rr_" in int8.path.name) == needs_reduced_range()
