@@ -73,6 +73,12 @@ class Intrinsics:
 KITTI_REFERENCE = Intrinsics(721.5377, 721.5377, 609.5593, 172.854, 1242, 375)
 
 
+def unrectified(distortion, image_topic: str) -> bool:
+    """True when a camera's distortion coefficients are not all zero and its image topic is not
+    a rectified one (no ``rect`` in the name): the pinhole model would meet a distorted image."""
+    return "rect" not in image_topic and any(float(c) != 0.0 for c in distortion)
+
+
 def canonical_camera(model_config) -> Intrinsics:
     """The camera a model expects at its input size (``camera_*`` of its ModelConfig; zeros mean
     KITTI's camera resized to the input, which is what older models were trained with)."""

@@ -207,3 +207,12 @@ def test_rows_below_the_canvas_follow_the_road():
     # confidence there is 0: the network did not see it
     conf = camera.from_canvas(np.ones_like(canvas), cmap, log=False, fill=0.0)
     assert conf[899, 800] == 0.0 and conf[450, 800] == 1.0
+
+
+def test_unrectified_needs_distortion_and_a_topic_without_rect():
+    """The one rule the depth node and training from bags warn by."""
+    d = [-0.369, 0.197, 0.00135, 0.000568, -0.0688]
+    assert camera.unrectified(d, "/kitti/camera_color_left/image_raw")
+    assert not camera.unrectified(d, "/camera/image_rect_color")
+    assert not camera.unrectified([0.0] * 5, "/camera/image_raw")
+    assert not camera.unrectified([], "/camera/image_raw")

@@ -31,6 +31,7 @@ import numpy as np
 from mono_depth_ros import sync
 from mono_depth_ros.bags.reader import (BagError, TfStaticBuffer, camera_matrices, deserialize,
                                         image_to_rgb, iter_messages, open_bag, stamp_ns)
+from mono_depth_ros.camera import unrectified
 from mono_depth_ros.config import EvalNodeConfig, KittiTopicsConfig
 from mono_depth_ros.kitti import write_depth_png
 
@@ -397,7 +398,7 @@ def frames_from_config(cfg, progress: bool = True, log=print) -> tuple[list[Fram
              f"{cfg.val_gap_s:g} s before them")
         log(f"bag {b}: {len(frames)} frames ({where}, {bf.folder}): {len(tr)} train, {how}; "
             f"{bf.manifest['camera']}; {bf.manifest['geometry']}")
-        if any(bf.manifest.get("distortion", [])) and "rect" not in bf.manifest["topics"]["image"]:
+        if unrectified(bf.manifest.get("distortion", []), bf.manifest["topics"]["image"]):
             log(f"warning: {b}: camera_info has distortion coefficients but the images are "
                 "projected with P as if rectified; record the rectified image (image_rect*)")
     return train, val

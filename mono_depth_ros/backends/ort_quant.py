@@ -7,10 +7,11 @@ file. On x86 CPUs without VNNI, ONNX Runtime's U8S8 kernels add pairs of product
 which saturate (its quantisation guide); there the weights use 7 of their 8 bits
 (``reduce_range``). On an AVX2-only AMD EPYC that took the shipped model's change of depth from
 7 % to 2.6 % (mean |log|) and ran faster; U8U8 changed it by 1 % but ran 5x slower than fp32.
-The calibration frames come
-from ``calibration.calibration_frames``, the selection the TensorRT INT8 calibrator uses.
-``python -m mono_depth_ros.quantize`` builds one ahead of time; ``precision: int8`` with the
-onnxruntime backend builds it on first use (about a minute on 2 cores) when the cache has none.
+
+The calibration frames come from ``calibration.calibration_frames``, the selection the TensorRT
+INT8 calibrator uses. ``python -m mono_depth_ros.quantize`` builds one ahead of time;
+``precision: int8`` with the onnxruntime backend builds it on first use (about a minute on 2
+cores) when the cache has none.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from rclpy.qos import (HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
-from ..camera import Intrinsics
+from ..camera import Intrinsics, unrectified
 from ..config import (BackendConfig, ConfigError, DepthNodeConfig, ScaleConfig, check_value,
                       from_dict)
 from ..timing import StageTimes
@@ -344,9 +344,8 @@ class DepthNode(Node):
     def _check_rectified(self, info: CameraInfo | None) -> None:
         """Warn once when camera_info has lens distortion and the image topic is not a
         rectified one: the network and depth/points take the image as a pinhole view."""
-        if self._warned_distortion or info is None or "rect" in self._image_topic:
-            return
-        if any(abs(float(c)) > 1e-9 for c in info.d):
+        if not self._warned_distortion and info is not None and \
+                unrectified(info.d, self._image_topic):
             self._warned_distortion = True
             self.get_logger().warning(
                 f"camera_info has distortion coefficients ({info.distortion_model or 'no model'}"
