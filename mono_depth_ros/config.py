@@ -58,11 +58,6 @@ class ModelConfig:
                            "decoder from the coarse depth up (needs coarse_scale > fine_scale)")
     fine_channels: int = opt(24, "channels of the fine (refinement) network", range=(4, 256))
     fine_layers: int = opt(4, "convolution layers of the fine network", range=(2, 12))
-    fine_upsample: str = opt("bilinear", "how the fine log depth is enlarged from 1/fine_scale to "
-                             "the input size: bilinear, or convex (learned per-pixel weights "
-                             "over the 3x3 neighbouring cells, from the fine features and the "
-                             "image's own pixels: depth edges follow image edges; starts as "
-                             "bilinear)", choices=("bilinear", "convex"))
     fine_dilation: int = opt(1, "dilation base of the fine net's middle layers (layer i is "
                              "dilated by fine_dilation ** (i + 1)): a wider view at the same "
                              "cost", range=(1, 4))
@@ -98,9 +93,6 @@ class ModelConfig:
         if self.fine_skips and self.coarse_scale <= max(self.fine_scale, 4):
             raise ConfigError(f"fine_skips needs coarse_scale ({self.coarse_scale}) larger than "
                               f"fine_scale ({self.fine_scale}): no encoder scale lies between")
-        if self.fine_upsample == "convex" and self.fine_scale == 1:
-            raise ConfigError("fine_upsample convex needs fine_scale 2 or 4: at full resolution "
-                              "there is nothing to enlarge")
         if self.min_depth >= self.max_depth:
             raise ConfigError("min_depth must be smaller than max_depth")
         return self

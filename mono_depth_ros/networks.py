@@ -11,11 +11,8 @@
   between the two (1/8 and 1/4 for a 1/16 coarse net) through a small decoder that starts from
   the coarse depth, so the detail the coarse net leaves out is the fine stage's job. Its output
   is enlarged bilinearly to the input size (no transposed convolutions, so no checkerboard
-  patterns), or with ``fine_upsample: convex`` by learned convex weights over each cell's 3x3
-  neighbouring cells (RAFT's upsampling, Teed & Deng 2020), predicted from its features and the
-  image's own pixels, so a depth edge can follow the image's edge inside a cell instead of being
-  blurred across it. With ``confidence`` on, a small head beside it predicts log b, the Laplace
-  scale of the fine log-depth error, from detached features (it never changes the depth);
+  patterns). With ``confidence`` on, a small head beside it predicts log b, the
+  Laplace scale of the fine log-depth error, from detached features (it never changes the depth);
   ``confidence_from_log_b`` turns b into P(|log(pred/gt)| < log 1.25), the delta < 1.25 test.
 
 Both take an RGB image in [0, 1]; ImageNet normalisation happens inside the graph so that every
@@ -217,52 +214,6 @@ class CoarseNet(nn.Module):
         return torch.clamp(prior + out, self.log_min, self.log_max)
 
 
-def _neighbours3(x: torch.Tensor) -> torch.Tensor:
-    """The 3x3 neighbourhood of every cell of ``x`` (Bx1xHxW) as 9 channels, edges replicated;
-    channel 3 * dy + dx holds the cell at offset (dy - 1, dx - 1). Slices and concatenations
-    only (no Pad or Im2Col op in the exported graph)."""
-    h, w = x.shape[-2:]
-    x = torch.cat([x[..., :1, :], x, x[..., -1:, :]], dim=-2)
-    x = torch.cat([x[..., :1], x, x[..., -1:]], dim=-1)
-    return torch.cat([x[..., dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)], dim=1)
-
-
-def bilinear_convex_logits(scale: int, floor: float = 1e-4) -> torch.Tensor:
-    """Log weights (1 x 9*scale^2 x 1 x 1, neighbour-major) under which convex upsampling by
-    ``scale`` equals bilinear upsampling (align_corners=False, edges clamped): the start point of
-    the learned weights. Neighbours outside the bilinear support get ``floor``."""
-    t = (torch.arange(scale, dtype=torch.float64) + 0.5) / scale - 0.5  # sub-pixel offset, cells
-    w1 = torch.stack([(-t).clamp(min=0), 1 - t.abs(), t.clamp(min=0)])  # 3 neighbours x scale
-    w2 = w1[:, None, :, None] * w1[None, :, None, :]  # dy, dx, sub-row, sub-column
-    return torch.log(w2.reshape(9 * scale * scale) + floor).float().view(1, -1, 1, 1)
-
-
-class ConvexUpsample(nn.Module):
-    """Enlarges a one-channel map by ``scale``: each output pixel is a convex combination of the
-    3x3 cells around its own, with weights predicted from features at the map's size and the
-    image's pixels inside the cell (space-to-depth), so a depth edge can fall where the image's
-    edge is. The weights' last layer starts at zero on top of ``bilinear_convex_logits``: before
-    training this is bilinear upsampling."""
-
-    def __init__(self, channels: int, scale: int, hidden: int = 32):
-        super().__init__()
-        self.scale = scale
-        self.head = nn.Sequential(nn.Conv2d(channels + 3 * scale * scale, hidden, 3, padding=1),
-                                  nn.ReLU(inplace=True), nn.Conv2d(hidden, 9 * scale * scale, 1))
-        nn.init.zeros_(self.head[2].weight)
-        nn.init.zeros_(self.head[2].bias)
-        self.register_buffer("prior", bilinear_convex_logits(scale), persistent=False)
-
-    def forward(self, x: torch.Tensor, feats: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        """``x`` Bx1xhxw, ``feats`` BxCxhxw, ``image`` Bx3x(h*s)x(w*s) -> Bx1x(h*s)x(w*s)."""
-        b, _, h, w = x.shape
-        s = self.scale
-        logits = self.head(torch.cat([feats, F.pixel_unshuffle(image, s)], dim=1)) + self.prior
-        weights = torch.softmax(logits.view(b, 9, s * s, h, w), dim=1)
-        up = (weights * _neighbours3(x).unsqueeze(2)).sum(dim=1)  # B x s*s x h x w
-        return F.pixel_shuffle(up, s)
-
-
 class FineNet(nn.Module):
     """Local refinement: (image, coarse log depth at 1/scale) -> refined log depth at 1/scale."""
 
@@ -301,10 +252,6 @@ class FineNet(nn.Module):
         self.out = nn.Conv2d(c, 1, 3, padding=1)
         nn.init.zeros_(self.out.weight)  # starts as the identity: fine == coarse before training
         nn.init.zeros_(self.out.bias)
-        self.convex = None
-        if cfg.fine_upsample == "convex":  # enlarged here, smoothed first as the cascade would
-            self.convex = ConvexUpsample(c, self.scale)
-            self.smooth = _Binomial3() if cfg.output_smoothing else nn.Identity()
         self.confidence = None
         if cfg.confidence:  # log b from detached (body features, fine log depth)
             self.confidence = nn.Sequential(nn.Conv2d(c + 1, 16, 3, padding=1),
@@ -313,35 +260,23 @@ class FineNet(nn.Module):
             nn.init.constant_(self.confidence[2].bias, LOG_B_INIT)
 
     def forward(self, image: torch.Tensor, coarse_log: torch.Tensor, with_scale: bool = False,
-                skips: list[torch.Tensor] | None = None, size=None):
+                skips: list[torch.Tensor] | None = None):
         """``coarse_log`` is at this net's working size (input size / ``scale``); ``skips`` are
         the coarse encoder's features (``CoarseNet(..., features=True)``), needed with
         ``fine_skips``. Returns the fine log depth, or with ``with_scale`` (fine log depth,
         log b or None without a head). log b sees only detached tensors: its loss cannot reach
-        the depth layers; it stays at the working size. With ``size`` the fine log depth is
-        enlarged to it: bilinearly (unsmoothed, as the training loss has always seen it), or
-        with ``fine_upsample: convex`` smoothed and then by the learned convex weights."""
-        normed = self.normalize(image)
-        x = torch.cat([self.rgb(normed), coarse_log - self.log_mid], dim=1)
+        the depth layers."""
+        x = torch.cat([self.rgb(self.normalize(image)), coarse_log - self.log_mid], dim=1)
         if self.fuse is not None:
             x = self._with_skips(x, coarse_log, skips)
         feats = self.body(x)
         fine = torch.clamp(coarse_log + self.out(feats), self.log_min, self.log_max)
-        log_b = None
-        if with_scale and self.confidence is not None:
-            log_b = self.confidence(torch.cat([feats.detach(), fine.detach() - self.log_mid],
-                                              dim=1))
-            log_b = torch.clamp(log_b, *LOG_B_RANGE)
-        if size is not None:
-            fine = self._enlarge(fine, feats, normed, tuple(size))
-        return (fine, log_b) if with_scale else fine
-
-    def _enlarge(self, fine: torch.Tensor, feats: torch.Tensor, normed: torch.Tensor,
-                 size: tuple[int, int]) -> torch.Tensor:
-        if self.convex is None:
-            return _resize(fine, size)
-        up = self.convex(self.smooth(fine), feats, normed)
-        return up if tuple(up.shape[-2:]) == size else _resize(up, size)
+        if not with_scale:
+            return fine
+        if self.confidence is None:
+            return fine, None
+        log_b = self.confidence(torch.cat([feats.detach(), fine.detach() - self.log_mid], dim=1))
+        return fine, torch.clamp(log_b, *LOG_B_RANGE)
 
     def _with_skips(self, x: torch.Tensor, coarse_log: torch.Tensor,
                     skips: list[torch.Tensor] | None) -> torch.Tensor:
@@ -414,33 +349,23 @@ class DepthCascade(nn.Module):
     def has_confidence(self) -> bool:
         return self.fine.confidence is not None
 
-    def _fine_full(self, image: torch.Tensor, coarse: torch.Tensor, skips, size,
-                   with_scale: bool):
-        """(fine log depth at ``size``, log b at the working size or None)."""
-        given = self.fine_input(image, coarse)
-        if self.fine.convex is not None:  # the fine net smooths and enlarges its own output
-            out = self.fine(image, given, with_scale=with_scale, skips=skips, size=size)
-            return out if with_scale else (out, None)
-        out = self.fine(image, given, with_scale=with_scale, skips=skips)
-        fine, log_b = out if with_scale else (out, None)
-        return _resize(self.smooth(fine), size), log_b
-
     def forward_log_scale(self, image: torch.Tensor):
         """(fine log depth, coarse log depth, log b or None), each Bx1xHxW at the input
-        resolution; log b is smoothed and enlarged bilinearly."""
+        resolution; log b is smoothed and enlarged like the fine log depth."""
         coarse, skips = self.coarse_pass(image)
-        size = tuple(image.shape[-2:])
-        fine, log_b = self._fine_full(image, coarse, skips, size, with_scale=True)
+        fine, log_b = self.fine(image, self.fine_input(image, coarse), with_scale=True,
+                                skips=skips)
+        size = image.shape[-2:]
         if log_b is not None:
             log_b = _resize(self.smooth(log_b), size)
-        return fine, _resize(self.smooth(coarse), size), log_b
+        return _resize(self.smooth(fine), size), _resize(self.smooth(coarse), size), log_b
 
     def forward_log(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(fine log depth, coarse log depth), both Bx1xHxW at the input resolution."""
         coarse, skips = self.coarse_pass(image)
-        size = tuple(image.shape[-2:])
-        fine, _ = self._fine_full(image, coarse, skips, size, with_scale=False)
-        return fine, _resize(self.smooth(coarse), size)
+        fine = self.fine(image, self.fine_input(image, coarse), skips=skips)
+        size = image.shape[-2:]
+        return _resize(self.smooth(fine), size), _resize(self.smooth(coarse), size)
 
     def predict(self, image: torch.Tensor):
         """(fine depth m, coarse depth m, confidence in [0, 1] or None) at input resolution."""

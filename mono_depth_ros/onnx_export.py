@@ -30,8 +30,6 @@ EXPORT_REVISION = 3  # bump when the exported graph changes; names cached export
 TENSORRT_OPS = frozenset({
     "Add", "Clip", "Concat", "Constant", "Conv", "Div", "Exp", "Mul", "ReduceMean", "Relu",
     "Resize", "Shape", "Sigmoid", "Slice", "Sub", "Gather", "Unsqueeze", "Cast", "Identity",
-    # fine_upsample: convex (space-to-depth of the image, softmax over neighbours, depth-to-space)
-    "DepthToSpace", "ReduceSum", "Reshape", "Softmax", "Transpose",
 })
 # Resize variants TensorRT implements: nearest (floor/asymmetric) and linear (half_pixel).
 TENSORRT_RESIZE = frozenset({("nearest", "asymmetric"), ("linear", "half_pixel"),

@@ -4,7 +4,6 @@ import argparse
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from mono_depth_ros.config import (ConfigError, ModelConfig, add_arguments, from_args, from_dict,
                                    load_yaml)
@@ -196,31 +195,25 @@ def test_fine_skips_needs_a_scale_between():
 
 def test_fine_skips_exports_to_onnx_with_parity(tmp_path):
     """A coarse-16 + fine-skips cascade exports and runs in ONNX Runtime like in PyTorch."""
-    torch.manual_seed(0)
-    cfg = ModelConfig(height=64, width=192, coarse_scale=16, fine_skips=True)
-    model = DepthCascade(cfg).eval()
-    torch.nn.init.normal_(model.fine.out.weight, std=0.05)
-    _assert_onnx_parity(model, tmp_path)
-
-
-def _assert_onnx_parity(model: DepthCascade, tmp_path) -> None:
-    """Saves ``model`` as a checkpoint, exports it, and compares ONNX Runtime's depth with
-    PyTorch's on a random 64x192 image (log depth within 1e-4)."""
     import numpy as np
     import onnxruntime as ort
-    from dataclasses import asdict
 
     from mono_depth_ros.model_io import save_checkpoint
     from mono_depth_ros.onnx_export import export_checkpoint
 
-    save_checkpoint(tmp_path / "m.pt", {"model_config": asdict(model.cfg),
+    torch.manual_seed(0)
+    cfg = ModelConfig(height=64, width=192, coarse_scale=16, fine_skips=True)
+    model = DepthCascade(cfg).eval()
+    torch.nn.init.normal_(model.fine.out.weight, std=0.05)
+    from dataclasses import asdict
+    save_checkpoint(tmp_path / "m.pt", {"model_config": asdict(cfg),
                                         "state_dict": model.state_dict()})
     export_checkpoint(tmp_path / "m.pt", tmp_path / "m.onnx")
     x = torch.rand(1, 3, 64, 192)
     sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     got = sess.run(["depth"], {"image": x.numpy()})[0]
     with torch.no_grad():
-        want = model.eval()(x)[0].numpy()
+        want = model(x)[0].numpy()
     assert np.abs(np.log(got) - np.log(want)).max() < 1e-4
 
 
@@ -240,81 +233,3 @@ def test_fine_dilation_widens_the_view_at_the_same_size():
         torch.nn.init.normal_(net.out.weight, std=0.1)  # not the identity start
         moved = (net(image, far) - net(image, coarse))[0, 0, 8, 24].abs().item()
         assert (moved > 0) == (d == 2), d
-
-
-def _convex_pair():
-    """A convex-upsampling cascade and a bilinear one sharing every shared weight."""
-    torch.manual_seed(0)
-    convex = DepthCascade(ModelConfig(height=64, width=192, fine_upsample="convex")).eval()
-    torch.nn.init.normal_(convex.fine.out.weight, std=0.05)  # not the identity start
-    plain = DepthCascade(ModelConfig(height=64, width=192)).eval()
-    missing, unexpected = plain.load_state_dict(convex.state_dict(), strict=False)
-    assert not missing and all(k.startswith("fine.convex.") for k in unexpected)
-    return convex, plain
-
-
-def test_convex_upsampling_starts_as_bilinear_and_learns():
-    """Before training the convex weights give bilinear upsampling (up to the 1e-4 floor on
-    neighbours outside its support); the weights' head gets a gradient from the depth."""
-    convex, plain = _convex_pair()
-    x = torch.rand(2, 3, 64, 192)
-    with torch.no_grad():
-        got, got_coarse = convex.forward_log(x)
-        want, want_coarse = plain.forward_log(x)
-    assert got.shape == want.shape == (2, 1, 64, 192)
-    assert torch.equal(got_coarse, want_coarse)
-    assert float((got - want).abs().max()) < 5e-3
-    assert float((got - want).abs().max()) > 0  # the convex path is really the one taken
-    convex.train()
-    convex.forward_log(x)[0].square().mean().backward()
-    assert float(convex.fine.convex.head[2].weight.grad.abs().sum()) > 0
-
-
-def test_convex_upsampling_learns_an_edge_inside_a_cell():
-    """ConvexUpsample alone, trained briefly on a depth step that lies inside a 4x4 cell: it
-    puts the step where the image's edge is, which bilinear upsampling cannot."""
-    from mono_depth_ros.networks import ConvexUpsample
-    torch.manual_seed(0)
-    s, h, w = 4, 6, 6
-    up = ConvexUpsample(channels=1, scale=s, hidden=16)
-    opt = torch.optim.Adam(up.parameters(), lr=1e-2)
-
-    def sample():
-        col = int(torch.randint(1 * s, (w - 1) * s, ()))  # the step's column, full resolution
-        full = torch.zeros(1, 1, h * s, w * s)
-        full[..., col:] = 1.0
-        image = full.expand(1, 3, -1, -1) * 2 - 1  # the image shows the same edge
-        low = F.avg_pool2d(full, s)  # what a low-resolution net would predict
-        return low, image, full
-
-    @torch.no_grad()
-    def mean_error(model):
-        torch.manual_seed(1)  # the same 16 steps each time
-        errs = []
-        for _ in range(16):
-            low, image, full = sample()
-            errs.append(float((model(low, torch.zeros(1, 1, h, w), image) - full).abs().mean()))
-        return sum(errs) / len(errs)
-
-    before = mean_error(up)
-    bilinear = mean_error(lambda low, feats, image: F.interpolate(
-        low, scale_factor=s, mode="bilinear", align_corners=False))
-    assert abs(before - bilinear) < 0.01  # the start point is bilinear
-    for _ in range(300):
-        low, image, full = sample()
-        loss = (up(low, torch.zeros(1, 1, h, w), image) - full).abs().mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    after = mean_error(up)
-    assert after < 0.5 * bilinear, (after, bilinear)
-
-
-def test_convex_upsampling_needs_a_scale_and_exports_to_onnx_with_parity(tmp_path):
-    """convex needs a fine scale above 1; a trained-looking convex cascade exports to ONNX and
-    runs in ONNX Runtime like in PyTorch."""
-    with pytest.raises(ConfigError, match="fine_upsample convex needs fine_scale"):
-        from_dict(ModelConfig, {"fine_upsample": "convex", "fine_scale": 1})
-    convex, _ = _convex_pair()
-    torch.nn.init.normal_(convex.fine.convex.head[2].weight, std=0.1)  # not the bilinear start
-    _assert_onnx_parity(convex, tmp_path)

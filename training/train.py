@@ -287,9 +287,9 @@ class Trainer:
                         coarse, skips = self._coarse_for_fine(image, idx, oof)
                         coarse = perturb_coarse(self.model.fine_input(image, coarse),
                                                 self.cfg.coarse_noise)
-                    # enlarged to the input size by the fine net itself (bilinear or convex)
-                    pred, log_b = net(image, coarse, with_scale=True, skips=skips,
-                                      size=tuple(image.shape[-2:]))
+                    pred, log_b = net(image, coarse, with_scale=True, skips=skips)
+                    pred = torch.nn.functional.interpolate(pred, size=image.shape[-2:],
+                                                           mode="bilinear", align_corners=False)
                 loss = scale_invariant_loss(pred, depth, self.cfg.lam)
                 head = 0.0  # the confidence head's loss, logged apart from the depth loss
                 if stage == "fine" and log_b is not None:
