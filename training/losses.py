@@ -1,6 +1,5 @@
 """Eigen et al. (2014) scale-invariant loss in log space, over valid pixels only; the Laplace
-likelihood that trains the confidence head; the stereo photometric loss; the multi-scale
-gradient-matching loss on log depth."""
+likelihood that trains the confidence head; the stereo photometric loss."""
 
 from __future__ import annotations
 
@@ -32,34 +31,6 @@ def scale_invariant_loss(pred_log: torch.Tensor, gt: torch.Tensor, lam: float = 
     s2 = (d * d).flatten(1).sum(dim=1)
     per_image = s2 / n - lam * (s1 / n) ** 2
     return per_image[has].mean()
-
-
-def gradient_matching_loss(pred_log: torch.Tensor, gt: torch.Tensor, scales: int = 3,
-                           min_depth: float = 1e-3) -> torch.Tensor:
-    """Multi-scale gradient matching on log depth (Eigen & Fergus 2015, Li & Snavely 2018):
-    mean |dx R| + |dy R| of R = pred_log - log(gt), at full size and 2x, 4x ... smaller (R
-    averaged over each cell's valid pixels), counted only where both neighbours hold ground
-    truth. It asks for depth edges where the ground truth has them, whatever the global scale:
-    the fine stage's job. Zero where no neighbouring pair is valid."""
-    if pred_log.shape != gt.shape:
-        raise ValueError(f"prediction {tuple(pred_log.shape)} and target {tuple(gt.shape)} differ")
-    valid = (torch.isfinite(gt) & (gt > min_depth)).to(pred_log.dtype)
-    r = torch.where(valid > 0, pred_log - torch.log(torch.where(valid > 0, gt,
-                                                                torch.ones_like(gt))),
-                    torch.zeros_like(gt))
-    total, pairs = pred_log.new_zeros(()), pred_log.new_zeros(())
-    for level in range(scales):
-        if level:  # average R over each 2x2 cell's valid pixels
-            sums, count = F.avg_pool2d(r * valid, 2), F.avg_pool2d(valid, 2)
-            valid = (count > 0).to(r.dtype)
-            r = sums / count.clamp(min=1e-6) * valid
-        for dim in (-1, -2):
-            n = r.shape[dim] - 1
-            both = valid.narrow(dim, 1, n) * valid.narrow(dim, 0, n)
-            diff = (r.narrow(dim, 1, n) - r.narrow(dim, 0, n)).abs()
-            total = total + (diff * both).sum()
-            pairs = pairs + both.sum()
-    return total / pairs.clamp(min=1.0)
 
 
 def laplace_nll(fine_log: torch.Tensor, log_b: torch.Tensor, gt: torch.Tensor,

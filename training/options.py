@@ -63,10 +63,6 @@ class TrainConfig:
                                    "net's confidence head (fine stage, models with "
                                    "confidence on); it sees detached depth, so it cannot change "
                                    "the depth", range=(0.0, 100.0))
-    fine_grad_weight: float = opt(0.0, "fine stage: weight of the multi-scale gradient-matching "
-                                  "loss on log depth (edges where the ground truth has them; "
-                                  "Eigen & Fergus 2015, Li & Snavely 2018); 0 = off",
-                                  range=(0.0, 100.0))
     coarse_noise: float = opt(0.0, "fine stage: std (log depth) of a smooth random field added "
                               "to the coarse depth the fine net sees in training. The coarse "
                               "net fits its own training frames far better than unseen drives, "

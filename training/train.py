@@ -34,8 +34,8 @@ from mono_depth_ros.networks import DepthCascade
 from mono_depth_ros.preprocess import to_camera_depth, to_network_input
 
 from . import data as D
-from .losses import (gradient_matching_loss, laplace_nll, perturb_coarse,
-                     scale_invariant_loss, stereo_photometric_loss)
+from .losses import (laplace_nll, perturb_coarse, scale_invariant_loss,
+                     stereo_photometric_loss)
 from .options import TrainConfig, parse
 
 
@@ -291,8 +291,6 @@ class Trainer:
                     pred = torch.nn.functional.interpolate(pred, size=image.shape[-2:],
                                                            mode="bilinear", align_corners=False)
                 loss = scale_invariant_loss(pred, depth, self.cfg.lam)
-                if stage == "fine" and self.cfg.fine_grad_weight > 0:
-                    loss = loss + self.cfg.fine_grad_weight * gradient_matching_loss(pred, depth)
                 head = 0.0  # the confidence head's loss, logged apart from the depth loss
                 if stage == "fine" and log_b is not None:
                     # the head's likelihood at input size, on the detached depth: the depth
