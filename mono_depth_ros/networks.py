@@ -1,9 +1,10 @@
 """The coarse -> fine depth cascade of Eigen, Puhrsch & Fergus (2014), with a modern encoder.
 
-* ``CoarseNet`` predicts global layout: an EfficientNet-Lite0 encoder (ImageNet weights at training
-  time), a global-context branch so that every output pixel sees the whole image, and a small U-Net
-  decoder. It outputs log depth at 1/``coarse_scale`` of the input resolution: 4 decodes through
-  every encoder skip; 16 stops at 1/16, global layout only, as Eigen's coarse net did.
+* ``CoarseNet`` predicts global layout: an EfficientNet-Lite encoder (Lite0, 1 or 2; ImageNet
+  weights at training time), a global-context branch so that every output pixel sees the whole
+  image, and a small U-Net decoder. It outputs log depth at 1/``coarse_scale`` of the input
+  resolution: 4 decodes through every encoder skip; 16 stops at 1/16, global layout only, as
+  Eigen's coarse net did.
 * ``FineNet`` refines locally at 1/``fine_scale`` of the input resolution (Eigen's fine scale works
   at 1/4): strided layers on RGB, then the coarse log depth is concatenated as an extra feature map
   (as in Eigen's paper), then a few 3x3 convolutions that predict a residual to the coarse log
@@ -36,27 +37,40 @@ LOG_B_INIT = math.log(0.2)
 LOG_B_RANGE = (math.log(0.01), math.log(5.0))
 DELTA1_LOG = math.log(1.25)
 
-# EfficientNet-Lite0 stages: (repeats, kernel, stride, expand, in, out). No squeeze-excite, ReLU6.
-_LITE0_STAGES = (
-    (1, 3, 1, 1, 32, 16),
-    (2, 3, 2, 6, 16, 24),
-    (2, 5, 2, 6, 24, 40),
-    (3, 3, 2, 6, 40, 80),
-    (3, 5, 1, 6, 80, 112),
-    (4, 5, 2, 6, 112, 192),
-    (1, 3, 1, 6, 192, 320),
-)
-# Index of the last block of the 1/4, 1/8, 1/16 and 1/32 resolution stages, and their channels.
-_SKIP_BLOCKS = (2, 4, 10, 15)
-_SKIP_CHANNELS = (24, 40, 112, 320)
+# EfficientNet-Lite stages: (repeats, kernel, stride, expand, in, out). No squeeze-excite, ReLU6.
+# Lite1 and Lite2 scale depth (and Lite2 width) but keep the stem, as the ImageNet files show.
+_LITE_STAGES = {
+    "lite0": ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40),
+              (3, 3, 2, 6, 40, 80), (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192),
+              (1, 3, 1, 6, 192, 320)),
+    "lite1": ((1, 3, 1, 1, 32, 16), (3, 3, 2, 6, 16, 24), (3, 5, 2, 6, 24, 40),
+              (4, 3, 2, 6, 40, 80), (4, 5, 1, 6, 80, 112), (5, 5, 2, 6, 112, 192),
+              (1, 3, 1, 6, 192, 320)),
+    "lite2": ((1, 3, 1, 1, 32, 16), (3, 3, 2, 6, 16, 24), (3, 5, 2, 6, 24, 48),
+              (4, 3, 2, 6, 48, 88), (4, 5, 1, 6, 88, 120), (5, 5, 2, 6, 120, 208),
+              (1, 3, 1, 6, 208, 352)),
+}
+ENCODERS = tuple(_LITE_STAGES)
+# The encoder stages whose last block gives the 1/4, 1/8, 1/16 and 1/32 features.
+_SKIP_STAGES = (1, 2, 4, 6)
 _SKIP_SCALES = (4, 8, 16, 32)
 _BN_EPS = 1e-3
 _BN_MOMENTUM = 0.01
 
 
-def _skip_channels(scale: int) -> int:
-    """Channels of the encoder's features at 1/``scale``."""
-    return _SKIP_CHANNELS[_SKIP_SCALES.index(scale)]
+def skip_channels(encoder: str) -> tuple[int, ...]:
+    """Channels of the encoder's features at 1/4, 1/8, 1/16 and 1/32."""
+    stages = _LITE_STAGES[encoder]
+    return tuple(stages[i][5] for i in _SKIP_STAGES)
+
+
+def _skip_blocks(encoder: str) -> tuple[int, ...]:
+    """Index of the last block of each skip stage."""
+    ends, n = [], 0
+    for repeats, *_ in _LITE_STAGES[encoder]:
+        n += repeats
+        ends.append(n - 1)
+    return tuple(ends[i] for i in _SKIP_STAGES)
 
 
 class _MBConv(nn.Module):
@@ -85,15 +99,19 @@ class _MBConv(nn.Module):
         return y + x if self.residual else y
 
 
-class Lite0Encoder(nn.Module):
-    """EfficientNet-Lite0 feature extractor returning the 1/4, 1/8, 1/16 and 1/32 features."""
+class LiteEncoder(nn.Module):
+    """EfficientNet-Lite0/1/2 feature extractor returning the 1/4, 1/8, 1/16 and 1/32 features."""
 
-    def __init__(self):
+    def __init__(self, variant: str = "lite0"):
         super().__init__()
+        if variant not in _LITE_STAGES:
+            raise ValueError(f"unknown encoder {variant!r}; choose one of {', '.join(ENCODERS)}")
+        self.variant = variant
+        self.skip_blocks = _skip_blocks(variant)
         self._conv_stem = nn.Conv2d(3, 32, 3, 2, 1, bias=False)
         self._bn0 = nn.BatchNorm2d(32, eps=_BN_EPS, momentum=_BN_MOMENTUM)
         blocks = []
-        for repeats, k, s, e, cin, cout in _LITE0_STAGES:
+        for repeats, k, s, e, cin, cout in _LITE_STAGES[variant]:
             for i in range(repeats):
                 blocks.append(_MBConv(k, s if i == 0 else 1, e, cin if i == 0 else cout, cout))
         self._blocks = nn.ModuleList(blocks)
@@ -103,18 +121,24 @@ class Lite0Encoder(nn.Module):
         feats = []
         for i, block in enumerate(self._blocks):
             x = block(x)
-            if i in _SKIP_BLOCKS:
+            if i in self.skip_blocks:
                 feats.append(x)
         return feats
 
     def load_imagenet(self, state_dict: dict[str, torch.Tensor]) -> None:
-        """Load the EfficientNet-Lite0 ImageNet state dict (classifier head keys are ignored)."""
+        """Load the matching EfficientNet-Lite ImageNet state dict (classifier head keys are
+        ignored; a file of another variant fails on its shapes)."""
         own = self.state_dict()
         wanted = {k: v for k, v in state_dict.items() if k in own}
         missing = sorted(set(own) - set(wanted))
         if missing:
             raise ValueError(f"ImageNet weights lack {len(missing)} encoder keys, "
-                             f"e.g. {missing[0]}")
+                             f"e.g. {missing[0]} (is it EfficientNet-{self.variant.title()}?)")
+        wrong = [k for k, v in wanted.items() if v.shape != own[k].shape]
+        if wrong:
+            raise ValueError(f"ImageNet weights do not fit EfficientNet-{self.variant.title()}: "
+                             f"{wrong[0]} is {tuple(wanted[wrong[0]].shape)}, not "
+                             f"{tuple(own[wrong[0]].shape)}")
         self.load_state_dict(wanted, strict=True)
 
 
@@ -151,17 +175,18 @@ class CoarseNet(nn.Module):
         self.log_min = math.log(cfg.min_depth)
         self.log_max = math.log(cfg.max_depth)
         self.normalize = _Normalize()
-        self.encoder = Lite0Encoder()
+        self.encoder = LiteEncoder(cfg.encoder)
+        skips = skip_channels(cfg.encoder)
         # Global context: the image-wide mean feature is added back everywhere, so the receptive
         # field of every output pixel is the whole image (Eigen's fully connected layers did this).
-        self.context = nn.Sequential(nn.Conv2d(_SKIP_CHANNELS[-1], c, 1), nn.ReLU(inplace=True))
+        self.context = nn.Sequential(nn.Conv2d(skips[-1], c, 1), nn.ReLU(inplace=True))
         rows = 1 if cfg.row_channel else 0
         self.row_channel = cfg.row_channel
-        self.reduce = _conv_relu(_SKIP_CHANNELS[-1] + rows, c, 1)
+        self.reduce = _conv_relu(skips[-1] + rows, c, 1)
         # one decoder stage per encoder scale from 1/16 down to 1/coarse_scale
         n_up = _SKIP_SCALES.index(32) - _SKIP_SCALES.index(cfg.coarse_scale)
         self.up = nn.ModuleList(_conv_relu(c + skip + rows, c)
-                                for skip in _SKIP_CHANNELS[-2::-1][:n_up])
+                                for skip in skips[-2::-1][:n_up])
         self.upsample = cfg.upsample
         self.head = nn.Conv2d(c, 1, 3, padding=1)
         self.use_prior = cfg.layout_prior
@@ -234,6 +259,7 @@ class FineNet(nn.Module):
         # With fine_skips: a small U-Net decoder from the coarse depth up, one stage per encoder
         # scale between coarse_scale and fine_scale (each sees that scale's frozen encoder
         # features and the coarse log depth), fused with the RGB features at the working size.
+        channels = dict(zip(_SKIP_SCALES, skip_channels(cfg.encoder)))
         self.skip_scales = [sc for sc in _SKIP_SCALES[-2::-1]
                             if cfg.fine_skips and self.scale <= sc < cfg.coarse_scale]
         # decoder stages above the working size; the working size's own features join the fuse
@@ -242,9 +268,9 @@ class FineNet(nn.Module):
         self.fuse = None
         if self.skip_scales:
             self.skips = nn.ModuleList(
-                _conv_relu((c if i else 0) + _skip_channels(sc) + 1, c)
+                _conv_relu((c if i else 0) + channels[sc] + 1, c)
                 for i, sc in enumerate(self.decoder_scales))
-            own = _skip_channels(self.scale) if self.scale in self.skip_scales else 0
+            own = channels[self.scale] if self.scale in self.skip_scales else 0
             self.fuse = _conv_relu(c + (c if self.decoder_scales else 0) + own, c)
         # body layer i is dilated by fine_dilation ** (i + 1): with 2, a wider view at no cost
         self.body = nn.Sequential(*[_conv_relu(c, c, dilation=cfg.fine_dilation ** (i + 1))

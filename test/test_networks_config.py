@@ -7,7 +7,7 @@ import torch
 
 from mono_depth_ros.config import (ConfigError, ModelConfig, add_arguments, from_args, from_dict,
                                    load_yaml)
-from mono_depth_ros.networks import DepthCascade
+from mono_depth_ros.networks import DepthCascade, skip_channels
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +49,28 @@ def test_imagenet_weights_load_strictly():
     assert torch.equal(model.coarse.encoder._conv_stem.weight, sd["_conv_stem.weight"])
     with pytest.raises(ValueError, match="lack"):
         model.coarse.encoder.load_imagenet({k: v for k, v in sd.items() if "_blocks.3." not in k})
+
+
+@pytest.mark.parametrize("variant", ["lite1", "lite2"])
+def test_larger_encoders_load_their_imagenet_weights(variant):
+    """Lite1/Lite2 follow their ImageNet files block for block, give the decoder features at
+    1/4 .. 1/32 with the file's channels, and refuse another variant's file by name."""
+    from training.train import imagenet_weights
+
+    sd = imagenet_weights(variant)
+    model = DepthCascade(ModelConfig(height=64, width=192, encoder=variant))
+    model.coarse.encoder.load_imagenet(sd)
+    last = max(int(k.split(".")[1]) for k in sd if k.startswith("_blocks."))
+    assert torch.equal(model.coarse.encoder._blocks[last]._project_conv.weight,
+                       sd[f"_blocks.{last}._project_conv.weight"])
+    feats = model.coarse.encoder(torch.rand(1, 3, 64, 192))
+    assert [f.shape[-1] for f in feats] == [48, 24, 12, 6]
+    assert [f.shape[1] for f in feats] == list(skip_channels(variant))
+    assert feats[-1].shape[1] == sd[f"_blocks.{last}._project_conv.weight"].shape[0]
+    fine, coarse = model.eval()(torch.rand(1, 3, 64, 192))
+    assert fine.shape == coarse.shape == (1, 1, 64, 192)
+    with pytest.raises(ValueError, match="EfficientNet-Lite0"):
+        DepthCascade(ModelConfig(height=64, width=192)).coarse.encoder.load_imagenet(sd)
 
 
 def test_config_validation_and_sources(tmp_path):

