@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from training import crossval
+from training import crossval, crossval_probe
 from training import data as D
 from training.evaluate import shuffled_partner
 
@@ -159,6 +159,19 @@ def test_crossval_end_to_end_tiny(tmp_path, capsys):
     assert ",fine," in log and ",coarse," not in log
     assert crossval.main(args_fine + ["--init-coarse-from", str(tmp_path)]) == 2
 
+    # the probes: the fine scores reproduce the cross-validation's, the second net's are the
+    # fine-only runs' own, and the log-average of the two is scored beside them
+    probe_args = [str(out), "--list", str(subset), "--data-root", str(SHARED)]
+    assert crossval_probe.main(probe_args + ["--with", str(fine_only)]) == 0
+    probed = json.loads((out / "probe.json").read_text())["runs"]
+    for (name, p), a, b in zip(sorted(probed.items()), report["results"], again["results"]):
+        assert p["fine"] == pytest.approx(a["val"]["summary"]["fine"]["abs_rel"], rel=1e-5)
+        assert p["second net"] == pytest.approx(b["val"]["summary"]["fine"]["abs_rel"], rel=1e-5)
+        assert {"grid 1/8", "grid 1/16", "grid 1/32", "both, log-averaged"} <= set(p)
+    assert "vs fine" in capsys.readouterr().out
+    assert crossval_probe.main([str(tmp_path / "nothing")]) == 2
+    assert "no finished run" in capsys.readouterr().err
+
     # the ground-plane scale of each fold's model on the drives it held out
     from mono_depth_ros import scale_eval
 
@@ -170,6 +183,18 @@ def test_crossval_end_to_end_tiny(tmp_path, capsys):
         scored = [v for v in rows if v in group_of]  # one row per frame, besides the summary
         assert len(rows) == 1 + len(scored) and len(scored) >= 2
         assert {group_of[v] for v in scored} == {group_of[v] for v in r["val_frames"]}
+
+
+def test_through_grid_keeps_coarse_layout_and_drops_detail():
+    """A depth map through a coarse grid keeps what varies slowly and loses a thin object."""
+    # log depth linear in the row: exact between the first and last cell centres (rows 8..87)
+    depth = np.tile(np.geomspace(5.0, 50.0, 96, dtype=np.float32)[:, None], (1, 320))
+    kept = crossval_probe.through_grid(depth, (20, 6))
+    assert np.allclose(kept[8:-8], depth[8:-8], rtol=1e-3)
+    pole = depth.copy()
+    pole[:, 150:153] = 2.0  # a 3-pixel pole in front of the scene
+    lost = crossval_probe.through_grid(pole, (20, 6))
+    assert lost[40:60, 151].min() > 2.0 * 2  # averaged away into the scene behind
 
 
 def test_crossval_bad_folds_is_one_line(capsys):
